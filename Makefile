@@ -1,0 +1,27 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make demo   - create .venv, install kvq and run the main job
+#   make test   - create .venv, install kvq with test tools and run the suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kvq-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kvq info
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,24 @@
+"""KVQ: saliency-guided local perception for video quality assessment (CVPR 2025).
+
+Public interface (DESIGN.md §4)::
+
+    model = kvq.build_model("kvq-t", attention="fwa")
+    out = model(clip)              # clip: (B, 3, T, H, W), normalised RGB
+    out.score, out.local_quality, out.saliency
+    report = kvq.load_pretrained(model, "weights.safetensors")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from kvq.models import KVQConfig, KVQOutput, build_model, list_models, load_pretrained
+
+__all__ = [
+    "KVQConfig",
+    "KVQOutput",
+    "__version__",
+    "build_model",
+    "list_models",
+    "load_pretrained",
+]

@@ -1,0 +1,1 @@
+"""The ``kvq`` console command: one module per sub-command."""

@@ -1,0 +1,43 @@
+"""Entry point of the ``kvq`` console command.
+
+Every sub-command lives in its own module under :mod:`kvq.cli` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the parsed
+namespace and returning an exit status). Modules import heavy dependencies inside ``func`` so
+that ``kvq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order is the order shown in ``kvq --help``.
+SUBCOMMAND_MODULES: tuple[str, ...] = ("info",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kvq import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="kvq", description="KVQ video quality assessment: score, train, evaluate, explain."
+    )
+    parser.add_argument("--version", action="version", version=f"kvq {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"kvq.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""KVQ: saliency-weighted local quality on a Video Swin backbone (DESIGN.md §1.4).
+
+The backbone's final features ``F`` ``(B, C, T', H', W')`` feed two heads: a local quality map
+``Q`` and a raw saliency map ``S̃``. The saliency priors of the Fusion Window blocks (stage 3
+priors average-pooled 2×2 onto the final grid, stage 4 priors as they are) are fused by a
+zero-initialised ``1×1×1`` convolution and added to ``S̃``; a softmax over the ``H'·W'`` cells of
+each time slice, times ``H'·W'``, gives ``S``. The score is the mean of ``Q·S``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kvq.models.swin3d import SwinTransformer3D
+
+ATTENTIONS = ("iwa", "cwa", "fwa")
+
+
+@dataclass(frozen=True)
+class KVQConfig:
+    """Architecture of a KVQ model; every field can be overridden in :func:`build_model`.
+
+    ``fusion_stages`` are the stages whose blocks use ``attention`` and yield saliency priors
+    (stages 3 and 4 in the paper, 0-based ``(2, 3)``); ``topk`` has one entry per fusion stage.
+    """
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: tuple[int, int, int] = (8, 7, 7)
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+    attention: str = "fwa"
+    fusion_stages: tuple[int, ...] = (2, 3)
+    topk: tuple[int, ...] = (8, 4)
+    multiscale_saliency: bool = True
+    head_hidden: int = 64
+    head_dropout: float = 0.5
+    prior_chunk: int = 1024
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if not (len(self.depths) == len(self.num_heads)):
+            raise ValueError("depths and num_heads need one entry per stage")
+        if len(self.topk) != len(self.fusion_stages):
+            raise ValueError("topk needs one entry per fusion stage")
+        if any(not 0 <= s < len(self.depths) for s in self.fusion_stages):
+            raise ValueError(
+                f"fusion_stages {self.fusion_stages} outside 0..{len(self.depths) - 1}"
+            )
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2**i) % heads:
+                raise ValueError(
+                    f"stage {i}: width {self.embed_dim * 2**i} not divisible by {heads}"
+                )
+        if self.prior_chunk < 1:
+            raise ValueError("prior_chunk must be positive")
+
+    @property
+    def num_priors(self) -> int:
+        """Number of saliency priors fused into the saliency map (8 for ``kvq-t``)."""
+        return sum(self.depths[s] for s in self.fusion_stages)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> KVQConfig:
+        """Inverse of :meth:`to_dict`; lists (from JSON/YAML) become tuples, unknown keys fail."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown KVQConfig fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass
+class KVQOutput:
+    """Result of :meth:`KVQModel.forward`.
+
+    ``score`` ``(B,)``; ``local_quality`` (Q) and ``saliency`` (S) ``(B, T', H', W')`` with
+    ``T' = T/2``, ``H' = H/32``, ``W' = W/32``; ``priors`` ``(B, P, T', H', W')`` the block
+    priors on the output grid (empty along P when the multi-scale prior is off).
+    """
+
+    score: Tensor
+    local_quality: Tensor
+    saliency: Tensor
+    priors: Tensor = field(repr=False)
+
+
+class QualityHead(nn.Sequential):
+    """Per-cell regression ``Dropout → Conv 1×1×1 → GELU → Dropout → Conv 1×1×1``.
+
+    ``(B, C, T, H, W)`` → ``(B, 1, T, H, W)``. Names follow FAST-VQA's VQA head.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 64, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.dropout_in = nn.Dropout(dropout)
+        self.fc_hid = nn.Conv3d(in_channels, hidden, kernel_size=1)
+        self.gelu = nn.GELU()
+        self.dropout_hid = nn.Dropout(dropout)
+        self.fc_last = nn.Conv3d(hidden, 1, kernel_size=1)
+
+
+class KVQModel(nn.Module):
+    """Backbone + quality head + saliency head + fusion of the saliency priors."""
+
+    def __init__(self, config: KVQConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_stages = len(config.depths)
+        attention = ["iwa"] * n_stages
+        topk = [0] * n_stages
+        prior_stages = [False] * n_stages
+        for stage, k in zip(config.fusion_stages, config.topk):
+            attention[stage], topk[stage] = config.attention, k
+            prior_stages[stage] = config.multiscale_saliency
+        self.backbone = SwinTransformer3D(
+            embed_dim=config.embed_dim,
+            depths=config.depths,
+            num_heads=config.num_heads,
+            window_size=config.window_size,
+            patch_size=config.patch_size,
+            mlp_ratio=config.mlp_ratio,
+            drop_path_rate=config.drop_path_rate,
+            attention=attention,
+            topk=topk,
+            prior_stages=prior_stages,
+        )
+        self.backbone.set_grad_checkpointing(config.grad_checkpointing)
+        width = self.backbone.num_features
+        self.quality_head = QualityHead(width, config.head_hidden, config.head_dropout)
+        self.saliency_head = QualityHead(width, config.head_hidden, config.head_dropout)
+        self.prior_fusion = None
+        if config.multiscale_saliency:
+            # Zero-initialised: training starts from the saliency head alone and learns how much
+            # each block's prior should contribute.
+            self.prior_fusion = nn.Conv3d(config.num_priors, 1, kernel_size=1)
+            nn.init.zeros_(self.prior_fusion.weight)
+            nn.init.zeros_(self.prior_fusion.bias)
+
+    def local_quality(self, x: Tensor) -> Tensor:
+        """Quality map alone, ``(B, 3, T, H, W)`` → ``(B, T', H', W')`` (no saliency, no priors:
+        the Local Perception Constraint runs every cube through this)."""
+        return self.quality_head(self.backbone(x))[:, 0]
+
+    def forward(self, x: Tensor) -> KVQOutput:
+        """x ``(B, 3, T, H, W)``, normalised RGB → :class:`KVQOutput`."""
+        chunk = self.config.prior_chunk if self.prior_fusion is not None else 0
+        features, priors = self.backbone.forward_with_priors(x, chunk)
+        quality = self.quality_head(features)[:, 0]
+        saliency_logits = self.saliency_head(features)[:, 0]
+        grid = features.shape[2:]
+        if self.prior_fusion is not None:
+            stacked = torch.stack([_to_grid(p, grid) for p in priors], dim=1)  # (B, P, T', H', W')
+            saliency_logits = saliency_logits + self.prior_fusion(stacked.to(x.dtype))[:, 0]
+        else:
+            stacked = features.new_zeros(features.shape[0], 0, *grid)
+        b, t, h, w = saliency_logits.shape
+        saliency = saliency_logits.reshape(b, t, h * w).softmax(-1).reshape(b, t, h, w) * (h * w)
+        score = (quality * saliency).mean(dim=(1, 2, 3))
+        return KVQOutput(score, quality, saliency, stacked)
+
+
+def _to_grid(prior: Tensor, grid: torch.Size) -> Tensor:
+    """Average-pool a block prior ``(B, D, H, W)`` onto the output grid ``(T', H', W')``.
+
+    Stage-3 priors are twice the final size: 2×2 pooling, ``ceil_mode`` so that odd sizes
+    (which PatchMerging pads) give the same grid; a partial window averages its real cells.
+    """
+    if tuple(prior.shape[1:]) == tuple(grid):
+        return prior
+    kernel = (
+        prior.shape[1] // grid[0],
+        -(-prior.shape[2] // grid[1]),
+        -(-prior.shape[3] // grid[2]),
+    )
+    pooled = F.avg_pool3d(prior.unsqueeze(1), kernel, ceil_mode=True)[:, 0]
+    if tuple(pooled.shape[1:]) != tuple(grid):
+        raise RuntimeError(f"prior grid {tuple(prior.shape[1:])} does not pool to {tuple(grid)}")
+    return pooled

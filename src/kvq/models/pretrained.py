@@ -1,0 +1,234 @@
+"""Loading and saving weights, kept apart from the model's math (DESIGN.md §3).
+
+Three file layouts are recognised by their keys:
+
+* ``kvq`` — our own: safetensors whose header metadata holds a JSON config (``"kvq"``) that is
+  enough to rebuild the model (:func:`load_model`); the same keys in a ``.pth`` are accepted.
+* ``kvq-authors`` — the authors' released KVQ checkpoint (``fragments_backbone.``,
+  ``vqa_head.``, ``weight_head.``, ``weight_conv.``, ``attn.cross_windowattn.``).
+* ``video-swin-k400`` — the Kinetics-400 Video Swin-T checkpoint: the backbone only; every
+  block's W-MSA ``qkv``/``proj`` are also copied into its CWA branch and the classifier dropped.
+
+``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that needs arbitrary
+objects is refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kvq.models.kvq import KVQConfig, KVQModel
+
+FORMAT_VERSION = 1
+_METADATA_KEY = "kvq"
+
+LAYOUTS = {
+    "kvq": "kvq's own layout (backbone., quality_head., saliency_head., prior_fusion.)",
+    "kvq-authors": "the authors' KVQ checkpoint (fragments_backbone., vqa_head., weight_head.)",
+    "video-swin-k400": "the Kinetics-400 Video Swin-T checkpoint (backbone., cls_head.)",
+}
+
+# Authors' names → ours, applied in order to every key.
+_AUTHORS_RENAMES = (
+    ("fragments_backbone.", "backbone."),
+    (".attn.cross_windowattn.", ".attn.cross."),
+    ("vqa_head.", "quality_head."),
+    ("weight_head.", "saliency_head."),
+    ("weight_conv.", "prior_fusion."),
+)
+_IWA_PARAM = re.compile(r"^(backbone\.layers\.\d+\.blocks\.\d+\.attn\.)(qkv|proj)\.(weight|bias)$")
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read or does not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did, key by key (model key names)."""
+
+    path: str
+    layout: str
+    loaded: list[str] = field(default_factory=list)
+    copied: dict[str, str] = field(default_factory=dict)  # model key ← file key (CWA from W-MSA)
+    initialised: list[str] = field(default_factory=list)  # expected to be absent from the layout
+    ignored: list[str] = field(default_factory=list)  # file keys the layout never maps
+    missing: list[str] = field(default_factory=list)  # unexplained: model keys the file lacks
+    unexpected: list[str] = field(default_factory=list)  # unexplained: file keys with no place
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.path}: {LAYOUTS[self.layout]}",
+            f"  loaded {len(self.loaded)} tensors, copied {len(self.copied)} into CWA, "
+            f"left {len(self.initialised)} at initialisation, ignored {len(self.ignored)}",
+        ]
+        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if keys:
+                lines.append(f"  {name} ({len(keys)}): " + ", ".join(keys[:10]))
+        return "\n".join(lines)
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """Tensors and our JSON config (``{}`` when the file has none) of a weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as err:
+            raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+        return tensors, json.loads(meta[_METADATA_KEY]) if _METADATA_KEY in meta else {}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"{path}: refused to unpickle: the file needs more than tensors and plain containers "
+            f"(torch.load(weights_only=True) said: {str(err).splitlines()[0]}). Convert it to "
+            "safetensors in a trusted environment."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state_dict (a dict of tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}, {}
+
+
+def detect_layout(keys: list[str]) -> str:
+    """Name of the layout (a key of :data:`LAYOUTS`) that ``keys`` follow."""
+    if any(k.startswith("fragments_backbone.") for k in keys):
+        return "kvq-authors"
+    if any(k.startswith(("quality_head.", "saliency_head.")) for k in keys):
+        return "kvq"
+    if any(k.startswith("backbone.patch_embed.") for k in keys):
+        return "video-swin-k400"
+    raise WeightsError(
+        "unrecognised weights layout; expected one of: "
+        + "; ".join(LAYOUTS.values())
+        + f". First keys of the file: {', '.join(sorted(keys)[:5])}"
+    )
+
+
+def _map_keys(
+    state: dict[str, Tensor], layout: str, model_keys: set[str], report: LoadReport
+) -> dict[str, Tensor]:
+    """Rename the file's keys to the model's, per layout; fills ``copied`` and ``ignored``."""
+    if layout == "kvq":
+        return dict(state)
+    if layout == "kvq-authors":
+        mapped = {}
+        for key, value in state.items():
+            for old, new in _AUTHORS_RENAMES:
+                key = key.replace(old, new)
+            mapped[key] = value
+        return mapped
+    # Kinetics-400 Video Swin: backbone only; W-MSA weights also initialise the CWA branch.
+    mapped = {}
+    for key, value in state.items():
+        if not key.startswith("backbone."):
+            report.ignored.append(key)
+            continue
+        match = _IWA_PARAM.match(key)
+        if match:
+            cross_key = f"{match[1]}cross.{match[2]}.{match[3]}"
+            if cross_key in model_keys:
+                mapped[cross_key] = value.clone()
+                report.copied[cross_key] = key
+        if key in model_keys:
+            mapped[key] = value
+        elif match or ".attn.relative_position_" in key:
+            # A CWA-only block has no window attention: its W-MSA weights went to CWA above.
+            report.ignored.append(key)
+        else:
+            mapped[key] = value
+    return mapped
+
+
+def load_pretrained(model: KVQModel, path: str | Path, strict: bool = False) -> LoadReport:
+    """Load any of the three layouts into ``model``; returns a :class:`LoadReport`.
+
+    Shapes that do not fit raise :class:`WeightsError` naming the layout the file was read as.
+    Keys the layout does not explain are reported as ``missing`` / ``unexpected``; with
+    ``strict=True`` they raise as well.
+    """
+    state, _ = read_state_dict(path)
+    return load_state(model, state, str(path), strict)
+
+
+def load_state(
+    model: KVQModel, state: dict[str, Tensor], source: str = "<state_dict>", strict: bool = False
+) -> LoadReport:
+    """:func:`load_pretrained` for a state_dict already in memory (``source`` names it)."""
+    path = source
+    layout = detect_layout(list(state))
+    report = LoadReport(source, layout)
+    own = model.state_dict()
+    mapped = _map_keys(state, layout, set(own), report)
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in mapped.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if mismatched:
+        raise WeightsError(
+            f"{path}: read as {LAYOUTS[layout]}, but {len(mismatched)} tensor(s) do not fit the "
+            f"model (is it the same architecture?): " + "; ".join(mismatched[:5])
+        )
+    result = model.load_state_dict(mapped, strict=False)
+    report.unexpected = list(result.unexpected_keys)
+    for key in result.missing_keys:
+        if layout == "video-swin-k400" and not key.startswith("backbone."):
+            report.initialised.append(key)
+        else:
+            report.missing.append(key)
+    report.loaded = [k for k in mapped if k in own]
+    if strict and not report.ok:
+        raise WeightsError(str(report))
+    return report
+
+
+def save_pretrained(model: KVQModel, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write ``model`` as safetensors with its config (and ``metadata``: input spec, score
+    calibration, provenance, …) as JSON in the header. Written atomically (temp + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    header = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(metadata or {})}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KVQModel, dict]:
+    """Rebuild the model stored in one of our safetensors files → ``(model in eval mode,
+    the file's JSON config)``."""
+    state, header = read_state_dict(path)
+    if "model" not in header:
+        raise WeightsError(
+            f"{path}: has no kvq config in its header; build the model with kvq.build_model(...) "
+            "and use kvq.load_pretrained(model, path)"
+        )
+    model = KVQModel(KVQConfig.from_dict(header["model"]))
+    load_state(model, state, str(path), strict=True)
+    return model.to(device).eval(), header

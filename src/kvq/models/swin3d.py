@@ -1,0 +1,545 @@
+"""Video Swin Transformer backbone with Fusion Window Attention (DESIGN.md §1.2–1.3).
+
+With ``attention="iwa"`` everywhere this is numerically the official Video Swin (Liu et al.,
+2022) and has the same ``state_dict`` layout. KVQ replaces the attention of every block in the
+later stages by :class:`FusionWindowAttention`: the ordinary window attention (IWA) plus a
+cross-window branch (CWA) that lets every window attend to its top-k most related windows.
+Each such block also yields a *saliency prior*: the attention every token receives under one
+global softmax over the whole clip.
+
+Tensor layout inside the stages is channels-last ``(B, D, H, W, C)``; windows are
+``(B, nW, N, C)`` with ``N = wd·wh·ww`` tokens per window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+Size3 = tuple[int, int, int]
+
+# Additive logit of a masked pair in the shifted-window mask; the official value, kept so that
+# trained weights reproduce (a true -inf would change results for rows that are mostly masked).
+SHIFT_MASK_VALUE = -100.0
+
+
+# --------------------------------------------------------------------------------------------
+# Window geometry
+# --------------------------------------------------------------------------------------------
+
+
+def clamp_window(grid: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Window and shift actually used on a ``grid``: an axis no longer than the window gets a
+    window of the whole axis and no shift (as the official ``get_window_size``)."""
+    w = tuple(g if g <= k else k for g, k in zip(grid, window))
+    s = tuple(0 if g <= k else t for g, k, t in zip(grid, window, shift))
+    return w, s  # type: ignore[return-value]
+
+
+def window_partition(x: Tensor, window: Size3) -> Tensor:
+    """``(B, D, H, W, C)`` with D, H, W multiples of ``window`` → ``(B, nW, N, C)``."""
+    b, d, h, w, c = x.shape
+    wd, wh, ww = window
+    x = x.view(b, d // wd, wd, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wd * wh * ww, c)
+
+
+def window_reverse(windows: Tensor, window: Size3, grid: Size3) -> Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nW, N, C)`` → ``(B, D, H, W, C)``."""
+    b, _, _, c = windows.shape
+    (d, h, w), (wd, wh, ww) = grid, window
+    x = windows.view(b, d // wd, h // wh, w // ww, wd, wh, ww, c)
+    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, d, h, w, c)
+
+
+def relative_position_index(window: Size3) -> Tensor:
+    """``(N, N)`` index into the ``(2wd-1)(2wh-1)(2ww-1)``-row relative position bias table."""
+    coords = torch.stack(torch.meshgrid(*(torch.arange(k) for k in window), indexing="ij"))
+    coords = coords.flatten(1)  # (3, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3)
+    rel = rel + torch.tensor([k - 1 for k in window])
+    _, wh, ww = window
+    return (rel * torch.tensor([(2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1])).sum(-1)
+
+
+@lru_cache(maxsize=64)
+def shift_mask_patterns(
+    grid: Size3, window: Size3, shift: Size3, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The official shifted-window mask, stored as its few distinct patterns.
+
+    The official code materialises an ``(nW, N, N)`` mask, but a window's mask depends only on
+    which shifted regions it covers, so there are at most 8 patterns. Returns
+    ``(patterns, inverse)``: ``patterns`` ``(P, N, N)`` float (0 or ``SHIFT_MASK_VALUE``),
+    ``inverse`` ``(nW,)`` long, the pattern of every window.
+    """
+    region = torch.zeros(1, *grid, 1)
+    label = 0
+    for sd in _shift_slices(window[0], shift[0]):
+        for sh in _shift_slices(window[1], shift[1]):
+            for sw in _shift_slices(window[2], shift[2]):
+                region[:, sd, sh, sw, :] = label
+                label += 1
+    regions = window_partition(region, window)[0, :, :, 0]  # (nW, N)
+    rows, inverse = torch.unique(regions, dim=0, return_inverse=True)
+    patterns = (rows[:, None, :] != rows[:, :, None]).float() * SHIFT_MASK_VALUE
+    return patterns.to(device), inverse.to(device)
+
+
+def _shift_slices(window: int, shift: int) -> tuple[slice, ...]:
+    return (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+
+def _split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(B, nW, N, 3C)`` → q, k, v each ``(B, nW, heads, N, C/heads)``."""
+    b, nw, n, c3 = qkv.shape
+    qkv = qkv.view(b, nw, n, 3, num_heads, c3 // (3 * num_heads)).permute(3, 0, 1, 4, 2, 5)
+    return qkv[0], qkv[1], qkv[2]
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """``(B, nW, heads, N, d)`` → ``(B, nW, N, heads·d)``."""
+    b, nw, h, n, d = x.shape
+    return x.transpose(2, 3).reshape(b, nw, n, h * d)
+
+
+def window_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, shift_mask: tuple[Tensor, Tensor] | None
+) -> Tensor:
+    """Self-attention inside each window (IWA): q, k, v ``(B, nW, heads, N, d)``, ``bias``
+    ``(heads, N, N)`` → ``(B, nW, heads, N, d)``.
+
+    ``shift_mask`` is ``(patterns, inverse)`` from :func:`shift_mask_patterns`; windows are
+    attended in groups sharing one pattern, so no ``(nW, heads, N, N)`` tensor is ever built.
+    """
+    b, nw, h, n, d = q.shape
+    bias = bias.to(q.dtype)
+    if shift_mask is None:
+        q, k, v = (t.reshape(b * nw, h, n, d) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None]).view(b, nw, h, n, d)
+    patterns, inverse = shift_mask
+    out = torch.empty_like(q)
+    for p in range(patterns.shape[0]):
+        idx = (inverse == p).nonzero().squeeze(1)
+        m = len(idx)
+        sel = [t.index_select(1, idx).reshape(b * m, h, n, d) for t in (q, k, v)]
+        mask = (bias + patterns[p].to(q.dtype))[None]
+        out.index_copy_(
+            1, idx, F.scaled_dot_product_attention(*sel, attn_mask=mask).view(b, m, h, n, d)
+        )
+    return out
+
+
+class CrossWindowAttention(nn.Module):
+    """Cross-window attention (CWA): every window attends to its top-k related windows.
+
+    Per head, queries and keys are averaged over the tokens of each window; the affinity of two
+    windows is the scaled dot product of those means. Each window keeps its ``topk`` most related
+    windows, weighted by a softmax over their affinities, and all its queries attend to the
+    gathered ``topk·N`` keys and values, each scaled by its window's weight. The routing
+    (indices and weights) carries no gradient; there is no position bias and no mask.
+    """
+
+    def __init__(self, dim: int, num_heads: int, topk: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.topk = topk
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    @torch.no_grad()
+    def route(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """q, k ``(B, nW, heads, N, d)`` → ``(indices, weights)``, each ``(B, heads, nW, k)``.
+
+        ``k`` is capped at the number of windows.
+        """
+        scale = q.shape[-1] ** -0.5
+        q_mean = q.mean(dim=3).transpose(1, 2)  # (B, heads, nW, d)
+        k_mean = k.mean(dim=3).transpose(1, 2)
+        affinity = (q_mean * scale) @ k_mean.transpose(-2, -1)  # (B, heads, nW, nW)
+        logits, indices = affinity.topk(min(self.topk, affinity.shape[-1]), dim=-1)
+        return indices, logits.softmax(dim=-1)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
+        """Attention of each window over its routed windows → ``(B, nW, heads, N, d)``."""
+        b, nw, h, n, d = q.shape
+        topk = indices.shape[-1]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, nW, N, d)
+        flat = indices.reshape(b, h, nw * topk, 1, 1).expand(-1, -1, -1, n, d)
+        scale = weights.to(q.dtype).view(b, h, nw, topk, 1, 1)
+        k_sel = (k.gather(2, flat).view(b, h, nw, topk, n, d) * scale).view(b, h * nw, topk * n, d)
+        v_sel = (v.gather(2, flat).view(b, h, nw, topk, n, d) * scale).view(b, h * nw, topk * n, d)
+        out = F.scaled_dot_product_attention(q.reshape(b, h * nw, n, d), k_sel, v_sel)
+        return out.view(b, h, nw, n, d).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x ``(B, nW, N, C)`` → (output ``(B, nW, N, C)``, q, k) with q, k as in :meth:`route`."""
+        q, k, v = _split_heads(self.qkv(x), self.num_heads)
+        out = self.attend(q, k, v, *self.route(q, k))
+        return self.proj(_merge_heads(out)), q, k
+
+
+@torch.no_grad()
+def saliency_prior(q: Tensor, k: Tensor, valid: Tensor | None = None, chunk: int = 1024) -> Tensor:
+    """Attention each token receives under one softmax over all tokens of the clip.
+
+    q, k ``(B, L, C)`` (all heads concatenated, scaled by ``head_dim**-0.5`` by the caller);
+    ``valid`` ``(L,)`` bool excludes padding tokens both as queries and as keys. Returns
+    ``(B, L)``: the column sums of ``softmax(q kᵀ)``, accumulated over query chunks so the
+    ``L×L`` matrix never exists (memory ``O(chunk·L)``). Padding tokens get 0.
+    """
+    b, length, _ = q.shape
+    total = q.new_zeros(b, length, dtype=torch.float32)
+    key_bias = None
+    if valid is not None:
+        key_bias = torch.zeros(length, device=q.device, dtype=torch.float32)
+        key_bias.masked_fill_(~valid, float("-inf"))
+        q = q[:, valid]
+    for start in range(0, q.shape[1], chunk):
+        logits = (q[:, start : start + chunk] @ k.transpose(1, 2)).float()
+        if key_bias is not None:
+            logits = logits + key_bias
+        total += logits.softmax(dim=-1).sum(dim=1)
+    return total
+
+
+class FusionWindowAttention(nn.Module):
+    """IWA, CWA or their sum (FWA) over the same window-partitioned tokens.
+
+    ``attention="iwa"`` is the plain window attention of Video Swin, whose parameter names it
+    keeps (``qkv``, ``proj``, ``relative_position_bias_table``, ``relative_position_index``);
+    ``"cwa"`` is only the cross-window branch, ``cross`` (the authors' checkpoint calls it
+    ``cross_windowattn``); ``"fwa"`` is the sum of both.
+    """
+
+    def __init__(
+        self, dim: int, window: Size3, num_heads: int, attention: str = "iwa", topk: int = 8
+    ) -> None:
+        super().__init__()
+        if attention not in ("iwa", "cwa", "fwa"):
+            raise ValueError(f"attention must be 'iwa', 'cwa' or 'fwa', got {attention!r}")
+        self.attention = attention
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        if attention != "cwa":
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
+            n_rel = math.prod(2 * k - 1 for k in window)
+            self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index", relative_position_index(window))
+        if attention != "iwa":
+            self.cross = CrossWindowAttention(dim, num_heads, topk)
+
+    def position_bias(self, n: int) -> Tensor:
+        """``(heads, n, n)`` bias. A window clamped to ``n`` tokens uses the top-left ``n×n``
+        block of the full window's index, as the official code does (trained weights rely on it)."""
+        index = self.relative_position_index[:n, :n].reshape(-1)
+        return self.relative_position_bias_table[index].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(
+        self,
+        x: Tensor,
+        shift_mask: tuple[Tensor, Tensor] | None,
+        valid: Tensor | None = None,
+        prior_chunk: int = 0,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x ``(B, nW, N, C)`` → (output ``(B, nW, N, C)``, prior ``(B, nW, N)`` or None).
+
+        The prior is computed when ``prior_chunk > 0`` from the CWA q, k (IWA's when there is no
+        CWA branch); ``valid`` ``(nW, N)`` marks the non-padding tokens.
+        """
+        out = 0
+        if self.attention != "cwa":
+            q, k, v = _split_heads(self.qkv(x), self.num_heads)
+            iwa = window_attention(q, k, v, self.position_bias(x.shape[2]), shift_mask)
+            out = self.proj(_merge_heads(iwa))
+        if self.attention != "iwa":
+            cwa, q, k = self.cross(x)
+            out = out + cwa
+        prior = None
+        if prior_chunk > 0:
+            b, nw, n, _ = x.shape
+            q, k = (_merge_heads(t.detach()).reshape(b, nw * n, -1) for t in (q, k))
+            flat_valid = None if valid is None else valid.reshape(-1)
+            prior = saliency_prior(q * self.head_dim**-0.5, k, flat_valid, prior_chunk)
+            prior = prior.view(b, nw, n)
+        return out, prior
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks and stages
+# --------------------------------------------------------------------------------------------
+
+
+class Mlp(nn.Sequential):
+    """``fc1 → GELU → fc2`` (official names)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the residual branch per sample during training."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class SwinBlock3D(nn.Module):
+    """(Shifted) window block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
+
+    Input and output ``(B, D, H, W, C)``. The block pads the normed tokens with zeros to a
+    multiple of the window (after ``norm1``, as the official code), rolls by ``-shift``,
+    partitions, attends, and undoes all three.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: Size3,
+        shift: Size3,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        attention: str = "iwa",
+        topk: int = 8,
+    ) -> None:
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = FusionWindowAttention(dim, window, num_heads, attention, topk)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _attention(self, x: Tensor, prior_chunk: int) -> tuple[Tensor, Tensor | None]:
+        d, h, w = x.shape[1:4]
+        window, shift = clamp_window((d, h, w), self.window, self.shift)
+        pads = [(-n) % k for n, k in zip((d, h, w), window)]
+        x = F.pad(self.norm1(x), (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        grid: Size3 = (d + pads[0], h + pads[1], w + pads[2])
+        shifted = any(shift)
+        if shifted:
+            x = torch.roll(x, shifts=[-s for s in shift], dims=(1, 2, 3))
+        shift_mask = shift_mask_patterns(grid, window, shift, x.device) if shifted else None
+        valid = None
+        if prior_chunk > 0 and any(pads):
+            valid = _valid_windows((d, h, w), grid, window, shift, x.device)
+        out, prior = self.attn(window_partition(x, window), shift_mask, valid, prior_chunk)
+        out = window_reverse(out, window, grid)
+        if prior is not None:
+            prior = window_reverse(prior.unsqueeze(-1), window, grid)
+        if shifted:
+            out = torch.roll(out, shifts=list(shift), dims=(1, 2, 3))
+            if prior is not None:
+                prior = torch.roll(prior, shifts=list(shift), dims=(1, 2, 3))
+        out = out[:, :d, :h, :w]
+        return out, None if prior is None else prior[:, :d, :h, :w, 0]
+
+    def forward(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, Tensor | None]:
+        """x ``(B, D, H, W, C)`` → (same shape, prior ``(B, D, H, W)`` or None)."""
+        attn, prior = self._attention(x, prior_chunk)
+        x = x + self.drop_path(attn)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, prior
+
+
+def _valid_windows(size: Size3, grid: Size3, window: Size3, shift: Size3, device) -> Tensor:
+    """``(nW, N)`` bool: which window tokens are real (not padding) after the roll."""
+    valid = torch.zeros(1, *grid, 1, dtype=torch.bool, device=device)
+    valid[:, : size[0], : size[1], : size[2]] = True
+    valid = torch.roll(valid, shifts=[-s for s in shift], dims=(1, 2, 3))
+    return window_partition(valid, window)[0, :, :, 0]
+
+
+class PatchMerging(nn.Module):
+    """Concatenate each 2×2 spatial neighbourhood and project ``4C → 2C``.
+
+    ``(B, D, H, W, C)`` → ``(B, D, ⌈H/2⌉, ⌈W/2⌉, 2C)``; odd sizes are zero-padded first.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[2:4]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat(
+            [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]],
+            dim=-1,
+        )
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """``depth`` blocks, every odd one shifted by half a window, then optional PatchMerging."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: Size3,
+        mlp_ratio: float,
+        drop_path: Sequence[float],
+        downsample: bool,
+        attention: str = "iwa",
+        topk: int = 8,
+        with_prior: bool = False,
+    ) -> None:
+        super().__init__()
+        self.with_prior = with_prior
+        shift: Size3 = tuple(k // 2 for k in window)  # type: ignore[assignment]
+        self.blocks = nn.ModuleList(
+            SwinBlock3D(
+                dim,
+                num_heads,
+                window,
+                (0, 0, 0) if i % 2 == 0 else shift,
+                mlp_ratio,
+                drop_path[i],
+                attention,
+                topk,
+            )
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+        self.use_checkpoint = False
+
+    def forward(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+        """x ``(B, D, H, W, C)`` → (downsampled x, priors of the blocks, each ``(B, D, H, W)``).
+
+        Priors are computed only when the stage has ``with_prior`` and ``prior_chunk > 0``.
+        """
+        prior_chunk = prior_chunk if self.with_prior else 0
+        priors = []
+        for block in self.blocks:
+            if self.use_checkpoint and self.training:
+                x, prior = checkpoint(block, x, prior_chunk, use_reentrant=False)
+            else:
+                x, prior = block(x, prior_chunk)
+            if prior is not None:
+                priors.append(prior)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x, priors
+
+
+class PatchEmbed3D(nn.Module):
+    """Non-overlapping ``patch`` cubes → ``C`` channels, LayerNorm.
+
+    ``(B, 3, T, H, W)`` → ``(B, C, ⌈T/pt⌉, ⌈H/ph⌉, ⌈W/pw⌉)`` (inputs are zero-padded up).
+    """
+
+    def __init__(self, patch: Size3, dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t, h, w = x.shape[2:]
+        pt, ph, pw = self.patch
+        x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt))
+        x = self.proj(x)
+        return self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+class SwinTransformer3D(nn.Module):
+    """Video Swin backbone. ``forward`` returns the final normed features
+    ``(B, C·2^(stages-1), T/2, H/32, W/32)`` for the default patch size and four stages.
+
+    ``attention[i]`` and ``topk[i]`` set each stage's attention (``"iwa"`` is plain Video Swin);
+    stages with ``prior_stages[i]`` yield a saliency prior per block in
+    :meth:`forward_with_priors`.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: Size3 = (8, 7, 7),
+        patch_size: Size3 = (2, 4, 4),
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        attention: Sequence[str] = ("iwa", "iwa", "iwa", "iwa"),
+        topk: Sequence[int] = (8, 8, 8, 4),
+        prior_stages: Sequence[bool] = (False, False, False, False),
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed3D(patch_size, embed_dim)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.layers.append(
+                SwinStage(
+                    embed_dim * 2**i,
+                    depth,
+                    num_heads[i],
+                    tuple(window_size),
+                    mlp_ratio,
+                    rates[start : start + depth],
+                    downsample=i < len(depths) - 1,
+                    attention=attention[i],
+                    topk=topk[i],
+                    with_prior=prior_stages[i],
+                )
+            )
+        self.num_features = embed_dim * 2 ** (len(depths) - 1)
+        self.norm = nn.LayerNorm(self.num_features)
+        self.apply(_init_weights)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        for layer in self.layers:
+            layer.use_checkpoint = enable
+
+    def forward_with_priors(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+        """x ``(B, 3, T, H, W)`` → (features as :meth:`forward`, priors of every block with a
+        prior, each ``(B, D_i, H_i, W_i)`` on its stage's token grid). ``prior_chunk=0`` skips
+        the priors."""
+        x = self.patch_embed(x).permute(0, 2, 3, 4, 1)
+        priors: list[Tensor] = []
+        for layer in self.layers:
+            x, layer_priors = layer(x, prior_chunk)
+            priors.extend(layer_priors)
+        return self.norm(x).permute(0, 4, 1, 2, 3), priors
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_priors(x)[0]
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,26 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def reference_keys():
+    """Read a checkpoint key list (tests/data/*.tsv, copied from shared/reference) → {key: shape}."""
+
+    def read(name: str) -> dict[str, tuple[int, ...]]:
+        keys = {}
+        for line in (DATA / name).read_text().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            key, shape = line.split("\t")
+            keys[key] = tuple(ast.literal_eval(shape))
+        return keys
+
+    return read

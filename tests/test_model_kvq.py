@@ -1,0 +1,181 @@
+"""Fusion Window Attention, saliency priors and the KVQ heads (DESIGN.md §1.3–1.4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kvq
+from kvq.models.swin3d import CrossWindowAttention, _merge_heads, _split_heads, saliency_prior
+
+TINY = dict(embed_dim=16, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 3, 3))
+
+
+def random_qkv(b=2, nw=6, h=2, n=5, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, nw, h, n, d, generator=g) for _ in range(3)]
+
+
+def test_routing_selects_highest_affinity_windows():
+    q, k, _ = random_qkv()
+    cwa = CrossWindowAttention(dim=8, num_heads=2, topk=3)
+    indices, weights = cwa.route(q, k)
+    scale = q.shape[-1] ** -0.5
+    # brute force: affinity of query window i and key window j, per batch and head
+    for b in range(q.shape[0]):
+        for h in range(q.shape[2]):
+            qm, km = q[b, :, h].mean(1), k[b, :, h].mean(1)  # (nW, d)
+            aff = torch.stack([torch.stack([(qi * scale) @ kj for kj in km]) for qi in qm])
+            best = aff.argsort(dim=1, descending=True)[:, :3]
+            assert torch.equal(indices[b, h].sort(1).values, best.sort(1).values)
+            top = aff.gather(1, indices[b, h])
+            torch.testing.assert_close(weights[b, h], top.softmax(-1))
+
+
+def test_topk_is_capped_at_number_of_windows():
+    q, k, _ = random_qkv(nw=3)
+    indices, weights = CrossWindowAttention(8, 2, topk=8).route(q, k)
+    assert indices.shape[-1] == 3 and weights.shape[-1] == 3
+
+
+def test_cwa_with_all_windows_is_attention_over_all_weighted_tokens():
+    """k = nW: each window attends to every token, keys and values scaled by its routing weight."""
+    q, k, v = random_qkv()
+    b, nw, h, n, d = q.shape
+    cwa = CrossWindowAttention(dim=h * d, num_heads=h, topk=nw)
+    indices, weights = cwa.route(q, k)
+    out = cwa.attend(q, k, v, indices, weights)
+    scale = d**-0.5
+    for bi in range(b):
+        for hi in range(h):
+            qm, km = q[bi, :, hi].mean(1), k[bi, :, hi].mean(1)
+            r = ((qm * scale) @ km.T).softmax(-1)  # (nW, nW) routing weights of all windows
+            for w in range(nw):
+                keys = (k[bi, :, hi] * r[w, :, None, None]).reshape(nw * n, d)
+                vals = (v[bi, :, hi] * r[w, :, None, None]).reshape(nw * n, d)
+                expected = ((q[bi, w, hi] * scale) @ keys.T).softmax(-1) @ vals
+                torch.testing.assert_close(out[bi, w, hi], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_routing_and_prior_carry_no_gradient():
+    x = torch.randn(1, 4, 5, 8, requires_grad=True)
+    cwa = CrossWindowAttention(dim=8, num_heads=2, topk=2)
+    out, q, k = cwa(x)
+    indices, weights = cwa.route(q, k)
+    assert q.requires_grad and not weights.requires_grad and not indices.requires_grad
+    prior = saliency_prior(q.flatten(2, 3).reshape(1, 20, 8), k.flatten(2, 3).reshape(1, 20, 8))
+    assert not prior.requires_grad
+    # The gradient that reaches x is the one of attention with the routing held constant.
+    out.sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    q2, k2, v2 = _split_heads(cwa.qkv(x2), 2)
+    fixed = [t.detach().clone() for t in cwa.route(q2.detach(), k2.detach())]
+    cwa.proj(_merge_heads(cwa.attend(q2, k2, v2, *fixed))).sum().backward()
+    assert x.grad.abs().sum() > 0
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_chunked_prior_equals_dense():
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 50, 8, generator=g), torch.randn(2, 50, 8, generator=g)
+    dense = (q @ k.transpose(1, 2)).softmax(-1).sum(1)
+    torch.testing.assert_close(saliency_prior(q, k, chunk=7), dense)
+    torch.testing.assert_close(dense.sum(-1), torch.full((2,), 50.0))
+    valid = torch.rand(50, generator=g) > 0.3
+    masked = saliency_prior(q, k, valid, chunk=4)
+    sub = (q[:, valid] @ k[:, valid].transpose(1, 2)).softmax(-1).sum(1)
+    torch.testing.assert_close(masked[:, valid], sub)
+    assert torch.all(masked[:, ~valid] == 0)
+
+
+def test_block_prior_is_unshifted_onto_the_token_grid():
+    """The prior of a shifted, padded block equals the dense prior computed on the token grid."""
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2)).eval()
+    block = model.backbone.layers[2].blocks[1]  # shifted FWA block
+    assert any(block.shift)
+    x = torch.randn(1, 3, 5, 4, 64)  # grid 3x5x4, padded to 4x6x6 by the (2,3,3) window
+    with torch.no_grad():
+        _, prior = block(x, prior_chunk=5)
+        tokens = block.norm1(x).reshape(1, -1, 64)
+        q, k, _ = block.attn.cross.qkv(tokens).chunk(3, -1)
+        head_dim = 64 // 2
+        dense = ((q * head_dim**-0.5) @ k.transpose(1, 2)).softmax(-1).sum(1).view(1, 3, 5, 4)
+    torch.testing.assert_close(prior, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_model_outputs_and_saliency_normalisation():
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2)).eval()
+    with torch.no_grad():
+        model.prior_fusion.weight.normal_()  # non-zero so the priors matter
+        out = model(torch.randn(2, 3, 8, 96, 64))
+    assert out.score.shape == (2,)
+    assert out.local_quality.shape == out.saliency.shape == (2, 4, 3, 2)
+    assert out.priors.shape == (2, 4, 4, 3, 2)  # 2 stage-3 + 2 stage-4 blocks
+    torch.testing.assert_close(out.saliency.sum(dim=(2, 3)), torch.full((2, 4), 6.0))
+    torch.testing.assert_close(out.score, (out.local_quality * out.saliency).mean((1, 2, 3)))
+
+
+def test_zero_fusion_means_saliency_from_head_alone():
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2)).eval()
+    clip = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        out = model(clip)
+        logits = model.saliency_head(model.backbone(clip))[:, 0]
+        expected = logits.flatten(2).softmax(-1).view_as(logits) * 4
+        torch.testing.assert_close(out.saliency, expected)
+        model.prior_fusion.weight.fill_(1.0)
+        assert not torch.allclose(model(clip).saliency, expected)
+
+
+@pytest.mark.parametrize("attention", ["iwa", "cwa", "fwa"])
+def test_attention_variants_and_determinism(attention):
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2), attention=attention).eval()
+    clip = torch.randn(1, 3, 8, 64, 96)
+    with torch.no_grad():
+        a, b = model(clip), model(clip)
+    assert torch.equal(a.score, b.score) and torch.equal(a.saliency, b.saliency)
+    assert a.priors.shape[1] == 4  # every variant yields the 4 stage-3/4 priors
+    block = model.backbone.layers[2].blocks[0].attn
+    assert hasattr(block, "cross") == (attention != "iwa")
+    assert hasattr(block, "qkv") == (attention != "cwa")
+
+
+def test_multiscale_saliency_off():
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2), multiscale_saliency=False).eval()
+    assert model.prior_fusion is None
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 4, 64, 64))
+    assert out.priors.shape[1] == 0
+    assert not any(k.startswith("prior_fusion") for k in model.state_dict())
+
+
+def test_local_quality_matches_forward():
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2)).eval()
+    clip = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.local_quality(clip), model(clip).local_quality)
+        assert model.local_quality(clip[:, :, :2, :32, :32]).shape == (2, 1, 1, 1)
+
+
+def test_build_model_rejects_unknown_names_and_bad_values():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        kvq.build_model("kvq-huge")
+    with pytest.raises(TypeError, match="unknown override"):
+        kvq.build_model("kvq-t", attnetion="iwa")
+    with pytest.raises(ValueError, match="attention"):
+        kvq.build_model("kvq-t", attention="global")
+    assert kvq.build_model("kvq-t", topk=[4, 2]).config.topk == (4, 2)
+
+
+def test_paper_architecture_dimensions():
+    model = kvq.build_model("kvq-t")
+    cfg = model.config
+    assert cfg.num_priors == 8 and model.prior_fusion.in_channels == 8
+    assert [s.blocks[0].attn.cross.topk for s in model.backbone.layers[2:]] == [8, 4]
+    assert model.backbone.num_features == 768
+    assert torch.all(model.prior_fusion.weight == 0)
