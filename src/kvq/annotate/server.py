@@ -1,0 +1,290 @@
+"""The annotation web app (FastAPI): rater and admin JSON APIs plus the static pages.
+
+Authentication is a bearer token in the ``Authorization`` header. A rater's token identifies the
+rater, and every rater endpoint acts on that rater only (no endpoint takes a rater id), so one
+rater can neither read nor change another's ratings. Admin endpoints need the admin token. The
+pages receive their token in the URL fragment (``/rate#token=…``), which browsers never send to
+the server, so tokens do not end up in access logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import random
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+
+from kvq.annotate.export import compute_mos, ratings_csv
+from kvq.annotate.storage import (
+    NUM_CELLS,
+    AnnotateError,
+    AnnotationStore,
+    Rater,
+    validate_score,
+)
+from kvq.data.labels import LPVQ_GRID, write_lpvq_labels
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# The five criteria of the LPVQ protocol (supplement Tab. 3), shown next to every cell.
+CRITERIA: tuple[tuple[str, str], ...] = (
+    (
+        "Sharpness",
+        "Are edges and fine textures crisp, or smeared by defocus, motion blur or camera shake?",
+    ),
+    ("Noise", "Is the region clean, or covered by grain, speckles or colour noise?"),
+    (
+        "Compression artifacts",
+        "Do you see blocks, ringing around edges, banding in smooth areas or smeared detail?",
+    ),
+    (
+        "Exposure and colour",
+        "Are brightness, contrast and colours natural, without blown highlights, crushed "
+        "shadows or colour casts?",
+    ),
+    (
+        "Overall quality of the region",
+        "All of the above together: how good does this region look? Judge the picture "
+        "quality, not how interesting the content is.",
+    ),
+)
+SCALE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
+
+
+@dataclass(frozen=True)
+class AnnotateSettings:
+    """How the server presents the campaign.
+
+    ``glance_seconds``: how long the whole image is shown before its cells are rated.
+    ``cell_order``: ``"shuffled"`` (a fixed random order per rater and image, so that no
+    spatial sweep biases neighbouring cells) or ``"row-major"``.
+    """
+
+    images_dir: Path
+    admin_token: str
+    glance_seconds: float = 3.0
+    cell_order: Literal["shuffled", "row-major"] = "shuffled"
+
+    def __post_init__(self) -> None:
+        if not self.admin_token:
+            raise AnnotateError("the admin token must not be empty")
+        if not 0 <= self.glance_seconds <= 60:
+            raise AnnotateError(f"glance_seconds must be in 0..60, got {self.glance_seconds}")
+        if self.cell_order not in ("shuffled", "row-major"):
+            raise AnnotateError(f"cell_order must be 'shuffled' or 'row-major': {self.cell_order}")
+
+
+class ScoreIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    score: float
+
+
+class RaterIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    name: str
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def current_rater(request: Request, authorization: str | None = Header(default=None)) -> Rater:
+    rater = request.app.state.store.rater_for_token(_bearer(authorization))
+    if rater is None:
+        raise HTTPException(401, "unknown rater token")
+    return rater
+
+
+def require_admin(request: Request, authorization: str | None = Header(default=None)) -> None:
+    given = _bearer(authorization).encode("utf-8")
+    if not hmac.compare_digest(given, request.app.state.settings.admin_token.encode("utf-8")):
+        raise HTTPException(403, "wrong admin token")
+
+
+RaterDep = Annotated[Rater, Depends(current_rater)]
+
+
+def image_order(rater: Rater, image_ids: list[int]) -> list[int]:
+    """The rater's fixed presentation order of the images (shuffled per rater, as BT.500 asks)."""
+    order = sorted(image_ids)
+    random.Random(f"images/{rater.id}").shuffle(order)
+    return order
+
+
+def cell_order(rater: Rater, image_id: int, how: str) -> list[int]:
+    order = list(range(NUM_CELLS))
+    if how == "shuffled":
+        random.Random(f"cells/{rater.id}/{image_id}").shuffle(order)
+    return order
+
+
+def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
+    """Build the app over ``store``; images are served from ``settings.images_dir``."""
+    app = FastAPI(title="kvq annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def no_cache_api(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(AnnotateError)
+    async def bad_input(request: Request, err: AnnotateError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    def active_image(image_id: int) -> Any:
+        try:
+            return store.image(image_id)
+        except AnnotateError as err:
+            raise HTTPException(404, str(err)) from None
+
+    # pages --------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/rate")
+
+    @app.get("/rate", include_in_schema=False)
+    def rate_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "rate.html")
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "admin.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # rater API ----------------------------------------------------------------------------
+    @app.get("/api/rater/state")
+    def rater_state(rater: RaterDep) -> dict[str, Any]:
+        done = store.cells_done(rater)
+        ids = image_order(rater, [im.id for im in store.images()])
+        return {
+            "rater": rater.name,
+            "grid": LPVQ_GRID,
+            "glance_seconds": settings.glance_seconds,
+            "criteria": [{"name": n, "text": t} for n, t in CRITERIA],
+            "scale": [{"score": s, "label": label} for s, label in SCALE_LABELS.items()],
+            "images": [{"id": i, "done": done.get(i, 0)} for i in ids],
+        }
+
+    @app.get("/api/rater/images/{image_id}")
+    def rater_image(image_id: int, rater: RaterDep) -> dict[str, Any]:
+        active_image(image_id)
+        scores = store.cell_scores(rater, image_id)
+        return {
+            "id": image_id,
+            "order": cell_order(rater, image_id, settings.cell_order),
+            "scores": {str(cell): score for cell, score in scores.items()},
+        }
+
+    @app.get("/api/rater/images/{image_id}/file")
+    def rater_image_file(image_id: int, rater: RaterDep) -> FileResponse:
+        path = settings.images_dir / active_image(image_id).name
+        if not path.is_file():
+            raise HTTPException(404, "the image file is missing on the server")
+        return FileResponse(path)
+
+    @app.put("/api/rater/images/{image_id}/cells/{cell}")
+    def rate_cell(image_id: int, cell: int, body: ScoreIn, rater: RaterDep) -> dict[str, Any]:
+        active_image(image_id)
+        store.rate(rater, image_id, cell, validate_score(body.score))
+        return {"image_done": len(store.cell_scores(rater, image_id))}
+
+    # admin API ----------------------------------------------------------------------------
+    admin = [Depends(require_admin)]
+
+    @app.get("/api/admin/progress", dependencies=admin)
+    def progress() -> dict[str, Any]:
+        return {"images": len(store.images()), "raters": [asdict(p) for p in store.progress()]}
+
+    def link(request: Request, token: str) -> str:
+        return f"{str(request.base_url).rstrip('/')}/rate#token={token}"
+
+    @app.post("/api/admin/raters", dependencies=admin, status_code=201)
+    def add_rater(body: RaterIn, request: Request) -> dict[str, str]:
+        rater, token = store.add_rater(body.name)
+        return {"name": rater.name, "token": token, "link": link(request, token)}
+
+    @app.post("/api/admin/raters/reset-token", dependencies=admin)
+    def reset_token(body: RaterIn, request: Request) -> dict[str, str]:
+        token = store.reset_token(body.name)
+        return {"name": body.name, "token": token, "link": link(request, token)}
+
+    @app.get("/api/admin/export/labels", dependencies=admin)
+    def export_labels(screening: bool = True, min_raters: int = 1) -> PlainTextResponse:
+        grids, _ = compute_mos(store.ratings(), screening=screening, min_raters=min_raters)
+        return PlainTextResponse(
+            _lpvq_text(grids),
+            headers={"Content-Disposition": 'attachment; filename="lpvq_labels.txt"'},
+        )
+
+    @app.get("/api/admin/export/report", dependencies=admin)
+    def export_report(screening: bool = True, min_raters: int = 1) -> JSONResponse:
+        _, report = compute_mos(store.ratings(), screening=screening, min_raters=min_raters)
+        return JSONResponse(asdict(report))
+
+    @app.get("/api/admin/export/ratings.csv", dependencies=admin)
+    def export_ratings() -> PlainTextResponse:
+        return PlainTextResponse(
+            ratings_csv(store.ratings()),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="ratings.csv"'},
+        )
+
+    return app
+
+
+def _lpvq_text(grids: dict) -> str:
+    # write_lpvq_labels is the one writer of the format; go through a temporary file.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "labels.txt"
+        write_lpvq_labels(path, grids)
+        return path.read_text(encoding="utf-8")
+
+
+class BackgroundServer:
+    """Run ``app`` with uvicorn in a daemon thread (tests, notebooks); ``port=0`` picks a free one.
+
+    Use as a context manager; ``url`` is the base address once entered.
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.host = host
+        self.url = ""
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 15.0
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the annotation server did not start")
+            time.sleep(0.02)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{self.host}:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10.0)

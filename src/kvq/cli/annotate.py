@@ -1,0 +1,160 @@
+"""``kvq annotate``: run the region-wise annotation web app and manage its campaign database.
+
+    kvq annotate serve --images DIR [--db FILE] [--host H] [--port P] [--admin-token T]
+    kvq annotate add-rater NAME [--db FILE] [--base-url URL]
+    kvq annotate reset-token NAME [--db FILE] [--base-url URL]
+    kvq annotate progress [--db FILE]
+    kvq annotate export OUT_DIR [--db FILE] [--no-screening] [--min-raters N]
+
+See docs/annotate.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kvq.annotate import AnnotationStore
+
+DEFAULT_DB = "annotate.sqlite"
+ADMIN_TOKEN_ENV = "KVQ_ANNOTATE_ADMIN_TOKEN"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("annotate", help="region-wise quality annotation web app (LPVQ)")
+    sub = p.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
+
+    def with_db(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--db", default=DEFAULT_DB, help=f"campaign database ({DEFAULT_DB})")
+        return parser
+
+    serve = with_db(sub.add_parser("serve", help="serve the rater and admin pages"))
+    serve.add_argument("--images", required=True, help="folder of images to rate (recursive)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get(ADMIN_TOKEN_ENV),
+        help=f"admin token (default: ${ADMIN_TOKEN_ENV}, else a random one printed at start)",
+    )
+    serve.add_argument("--glance-seconds", type=float, default=3.0)
+    serve.add_argument("--cell-order", choices=("shuffled", "row-major"), default="shuffled")
+    serve.set_defaults(func=run_serve)
+
+    for name, text in (
+        ("add-rater", "create a rater and print their private link"),
+        ("reset-token", "issue a new private link for a rater"),
+    ):
+        q = with_db(sub.add_parser(name, help=text))
+        q.add_argument("name")
+        q.add_argument("--base-url", default="http://127.0.0.1:8000", help="server address")
+        q.set_defaults(func=run_issue_link)
+
+    progress = with_db(sub.add_parser("progress", help="print completion per rater"))
+    progress.set_defaults(func=run_progress)
+
+    export = with_db(sub.add_parser("export", help="write LPVQ labels, raw CSV and report"))
+    export.add_argument("out", help="output folder")
+    export.add_argument("--no-screening", action="store_true", help="skip BT.500 screening")
+    export.add_argument("--min-raters", type=int, default=1, help="kept raters needed per image")
+    export.set_defaults(func=run_export)
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def _existing_store(path: str) -> AnnotationStore:
+    """The campaign at ``path``; a mistyped --db must not silently start an empty campaign."""
+    from pathlib import Path
+
+    from kvq.annotate import AnnotateError, AnnotationStore
+
+    if not Path(path).is_file():
+        raise AnnotateError(f"no campaign database {path} (kvq annotate serve creates it)")
+    return AnnotationStore(path)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import secrets
+    from pathlib import Path
+
+    import uvicorn
+
+    from kvq.annotate import AnnotateError, AnnotationStore
+    from kvq.annotate.server import AnnotateSettings, create_app
+    from kvq.annotate.storage import scan_images
+
+    try:
+        store = AnnotationStore(args.db)
+        images = store.sync_images(scan_images(args.images))
+        settings = AnnotateSettings(
+            images_dir=Path(args.images).resolve(),
+            admin_token=args.admin_token or secrets.token_urlsafe(24),
+            glance_seconds=args.glance_seconds,
+            cell_order=args.cell_order,
+        )
+    except AnnotateError as err:
+        return _fail(err)
+    base = f"http://{args.host}:{args.port}"
+    print(f"{len(images)} images from {args.images}; database {args.db}")
+    print(f"admin page: {base}/admin#token={settings.admin_token}", flush=True)
+    uvicorn.run(create_app(store, settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def run_issue_link(args: argparse.Namespace) -> int:
+    """``add-rater`` and ``reset-token``: print the rater's (new) private link."""
+    from kvq.annotate import AnnotateError
+
+    try:
+        store = _existing_store(args.db)
+        if args.annotate_command == "add-rater":
+            token = store.add_rater(args.name)[1]
+        else:
+            token = store.reset_token(args.name)
+    except AnnotateError as err:
+        return _fail(err)
+    link = f"{args.base_url.rstrip('/')}/rate#token={token}"
+    print(f"rater: {args.name.strip()}\ntoken: {token}\nlink:  {link}")
+    return 0
+
+
+def run_progress(args: argparse.Namespace) -> int:
+    from kvq.annotate import AnnotateError
+
+    try:
+        progress = _existing_store(args.db).progress()
+    except AnnotateError as err:
+        return _fail(err)
+    print(f"{'rater':<24}{'ratings':>10}{'of':>8}{'done':>7}{'images':>8}")
+    for p in progress:
+        pct = 100 * p.done // p.total if p.total else 0
+        print(f"{p.name:<24}{p.done:>10}{p.total:>8}{pct:>6}%{p.images_complete:>8}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from kvq.annotate import AnnotateError, export_campaign
+
+    try:
+        report = export_campaign(
+            _existing_store(args.db),
+            args.out,
+            screening=not args.no_screening,
+            min_raters=args.min_raters,
+        )
+    except AnnotateError as err:
+        return _fail(err)
+    rejected = [r.name for r in report.raters if r.rejected]
+    print(f"{report.images_exported} images exported to {args.out}")
+    print(f"raters rejected by BT.500 screening: {', '.join(rejected) or 'none'}")
+    if report.images_left_out:
+        print(
+            f"{len(report.images_left_out)} images left out (fewer than {args.min_raters} raters)"
+        )
+    return 0
