@@ -1,0 +1,114 @@
+"""``kvq score``: score videos and images, write results and maps.
+
+kvq score clip.mp4                                  # bundled default weights, prints a table
+kvq score videos/ '*.mov' @list.txt --out results.jsonl --maps maps/
+torchrun --nproc-per-node 4 -m kvq.cli.main score videos/ --out results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score videos/images (files, folders, globs, @list files)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="files, folders (recursive), globs or @list.txt")
+    p.add_argument("--weights", default=None, help="weights name or file (default: bundled)")
+    p.add_argument("--arch", default="kvq-t", help="architecture for foreign .pth checkpoints")
+    p.add_argument("--out", default=None, help="results file: .jsonl, .csv or .json (resumable)")
+    p.add_argument("--maps", default=None, metavar="DIR", help="write a PNG sheet per input")
+    p.add_argument("--maps-video", action="store_true", help="with --maps: also an overlay MP4")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from kvq.scoring import DEFAULT_WEIGHTS, load
+    from kvq.scoring.batch import expand_inputs, run_scoring
+    from kvq.scoring.maps import render_sheet, write_overlay_video
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = args.device
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend)
+        if backend == "nccl":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    rank = torch.distributed.get_rank() if distributed else 0
+    predictor = load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        print("kvq score: no inputs found", file=sys.stderr)
+        return 2
+    workers = args.workers
+    if workers is None:
+        workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if len(inputs) > 1 else 0
+    out = args.out
+    scratch = None
+    if out is None:
+        if distributed:
+            print("kvq score: --out is required under torchrun", file=sys.stderr)
+            return 2
+        scratch = tempfile.TemporaryDirectory()
+        out = Path(scratch.name) / "results.jsonl"
+
+    map_names = _map_names(inputs)
+
+    def on_result(result) -> None:
+        if args.maps and result.error is None:
+            stem = Path(args.maps) / map_names[result.path]
+            render_sheet(result, stem.with_suffix(".png"))
+            if args.maps_video:
+                write_overlay_video(result, stem.with_suffix(".mp4"))
+
+    rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
+    if distributed:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return 0
+    if not args.quiet:
+        _print_table(rows, predictor.scale)
+    if scratch is not None:
+        scratch.cleanup()
+    failed = sum(1 for r in rows if r.get("error"))
+    if failed:
+        print(f"kvq score: {failed} of {len(rows)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _map_names(inputs: list[str]) -> dict[str, str]:
+    """File stems for the maps: each input's path below the inputs' common folder, with ``__``
+    for ``/`` (so same-named files in different folders do not collide)."""
+    absolute = [os.path.abspath(p) for p in inputs]
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    names = {}
+    for path, full in zip(inputs, absolute):
+        rel = os.path.splitext(os.path.relpath(full, root))[0]
+        names[path] = rel.replace(os.sep, "__")
+    return names
+
+
+def _print_table(rows: list[dict], scale: str) -> None:
+    width = max([len(r["path"]) for r in rows] + [4])
+    print(f"{'path':<{width}}  {'score':>8}  {'raw':>8}  note")
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['path']:<{width}}  {'-':>8}  {'-':>8}  error: {r['error']}")
+        else:
+            print(f"{r['path']:<{width}}  {float(r['score']):>8.4f}  {float(r['raw_score']):>8.4f}")
+    print(f"(score scale: {scale})")

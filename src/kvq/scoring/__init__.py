@@ -1,0 +1,21 @@
+"""Scoring: a ready predictor (:func:`load`), batch runs with resumable outputs, maps."""
+
+from kvq.scoring.predictor import (
+    DEFAULT_WEIGHTS,
+    PRETRAINED,
+    Calibration,
+    Predictor,
+    ScoreResult,
+    Segment,
+    load,
+)
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "PRETRAINED",
+    "Calibration",
+    "Predictor",
+    "ScoreResult",
+    "Segment",
+    "load",
+]

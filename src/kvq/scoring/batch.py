@@ -1,0 +1,265 @@
+"""Scoring many files: input expansion, resumable result files, decoding workers, sharding.
+
+A run appends one row per input to its result file as soon as the input is scored (flushed and
+fsynced), so a crashed or killed run loses at most the row being written; restarted with the
+same ``--out`` it drops a torn last row and skips every input already there. Under ``torchrun``
+every rank scores its share into ``OUT.rankN.jsonl`` and rank 0 merges them into ``OUT`` in
+input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kvq.scoring.predictor import Predictor, ScoreResult, decode_input
+from kvq.video import IMAGE_EXTENSIONS, ClipSpec, VideoError
+
+# Containers FFmpeg reads that users keep videos in; images are scored as static clips.
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .asf .mpg .mpeg .m2v .ts .m2ts .mts .3gp .3g2 "
+    ".ogv .ogg .mxf .vob .y4m .nut .dv .gif .hevc .h264 .264 .ivf".split()
+)
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+CSV_FIELDS = (
+    "path", "score", "raw_score", "error", "duration", "fps", "num_frames", "width", "height",
+    "codec", "decode_s", "model_s", "segments",
+)  # fmt: skip
+
+
+def expand_inputs(items: Iterable[str]) -> list[str]:
+    """Files, folders (recursively, media files only), globs and ``@list.txt`` files (one path
+    per line) → paths in a stable order, without duplicates. A name that matches nothing is
+    kept, so that it is reported as a failed input rather than silently dropped."""
+    out: dict[str, None] = {}
+    for item in items:
+        if item.startswith("@"):
+            lines = Path(item[1:]).read_text(encoding="utf-8").splitlines()
+            for line in expand_inputs(ln.strip() for ln in lines if ln.strip()):
+                out[line] = None
+        elif os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
+                        out[os.path.join(root, name)] = None
+        elif glob.has_magic(item):
+            for match in sorted(glob.glob(item, recursive=True)):
+                if os.path.isfile(match):
+                    out[match] = None
+        else:
+            out[item] = None
+    return list(out)
+
+
+def flat_row(row: dict) -> dict:
+    """A result row with its nested fields flattened into :data:`CSV_FIELDS`."""
+    flat = {k: row.get(k) for k in ("path", "score", "raw_score", "error")}
+    flat.update({k: row.get("info", {}).get(k) for k in CSV_FIELDS[4:10]})
+    flat.update({k: row.get("timings", {}).get(k) for k in ("decode_s", "model_s")})
+    flat["segments"] = json.dumps(row.get("segments", []))
+    return flat
+
+
+class ResultsFile:
+    """An append-only result file (``.jsonl`` or ``.csv``) that survives being killed.
+
+    ``.json`` outputs are journalled in ``OUT.partial.jsonl`` and written whole by
+    :meth:`finalize`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.kind = self.path.suffix.lower().lstrip(".")
+        if self.kind not in ("jsonl", "csv", "json"):
+            raise ValueError(f"--out must end in .jsonl, .csv or .json, got {self.path.name}")
+        self.journal = self.path.with_suffix(".partial.jsonl") if self.kind == "json" else self.path
+        self.rows: dict[str, dict] = {}
+        if self.kind == "json" and self.path.exists() and not self.journal.exists():
+            for row in json.loads(self.path.read_text(encoding="utf-8")):
+                self.rows[row["path"]] = row
+        elif self.journal.exists():
+            self._read_journal()
+
+    def _read_journal(self) -> None:
+        data = self.journal.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]  # a torn last row is dropped and rewritten
+        if len(complete) != len(data):
+            with self.journal.open("r+b") as f:
+                f.truncate(len(complete))
+        text = complete.decode("utf-8")
+        if self.kind == "csv":
+            for row in csv.DictReader(io.StringIO(text)):
+                self.rows[row["path"]] = row
+        else:
+            for line in text.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[row["path"]] = row
+
+    def done(self, path: str) -> bool:
+        return path in self.rows
+
+    def append(self, row: dict) -> None:
+        new_file = not self.journal.exists() or self.journal.stat().st_size == 0
+        with self.journal.open("a", encoding="utf-8", newline="") as f:
+            if self.kind == "csv":
+                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(flat_row(row))
+            else:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[row["path"]] = row
+
+    def finalize(self, order: list[str] | None = None) -> None:
+        """For ``.json``: write all rows (in ``order`` where given) atomically, drop the journal."""
+        if self.kind != "json":
+            return
+        rows = (
+            [self.rows[p] for p in order if p in self.rows] if order else list(self.rows.values())
+        )
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        tmp.replace(self.path)
+        self.journal.unlink(missing_ok=True)
+
+
+@dataclass
+class DecodedItem:
+    """What a decoding worker hands to the model loop."""
+
+    path: str
+    frames: torch.Tensor | None = None
+    info: dict | None = None
+    indices: object = None
+    decode_s: float = 0.0
+    error: str | None = None
+
+
+class DecodeDataset(Dataset):
+    """Decodes inputs in DataLoader workers; unreadable files become items with ``error``."""
+
+    def __init__(self, paths: list[str], spec: ClipSpec) -> None:
+        self.paths = paths
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> DecodedItem:
+        path = self.paths[i]
+        start = time.perf_counter()
+        try:
+            frames, info, indices = decode_input(path, self.spec)
+        except VideoError as err:
+            return DecodedItem(path, error=str(err))
+        except Exception as err:  # a decoder bug must not end a long run: record and go on
+            return DecodedItem(path, error=f"{path}: unexpected {type(err).__name__}: {err}")
+        return DecodedItem(path, frames, info, indices, time.perf_counter() - start)
+
+
+def _collate(items: list[DecodedItem]) -> list[DecodedItem]:
+    return items
+
+
+def score_paths(
+    predictor: Predictor,
+    paths: list[str],
+    batch_size: int = 1,
+    workers: int = 0,
+) -> Iterator[ScoreResult]:
+    """Score ``paths`` in order; decoding runs ahead in ``workers`` processes (0: inline)."""
+    if not paths:
+        return
+    # The model runs in this process; decoding workers need no model threads of their own.
+    loader = DataLoader(
+        DecodeDataset(paths, predictor.spec),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=2 if workers else None,
+        worker_init_fn=_single_thread_worker if workers else None,
+    )
+    for items in loader:
+        good = [it for it in items if it.error is None]
+        outputs = {}
+        if good:
+            start = time.perf_counter()
+            raw, quality, saliency = predictor.forward(torch.stack([it.frames for it in good]))
+            model_s = (time.perf_counter() - start) / len(good)
+            for j, it in enumerate(good):
+                outputs[it.path] = (raw[j], quality[j], saliency[j], model_s)
+        for it in items:
+            if it.error is not None:
+                yield ScoreResult(path=it.path, error=it.error)
+                continue
+            raw_j, q_j, s_j, model_s = outputs[it.path]
+            timings = {"decode_s": round(it.decode_s, 4), "model_s": round(model_s, 4)}
+            yield predictor.result(
+                it.path, it.frames, raw_j, q_j, s_j, it.info, it.indices, timings
+            )
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def run_scoring(
+    predictor: Predictor,
+    inputs: list[str],
+    out: str | Path,
+    batch_size: int = 1,
+    workers: int = 0,
+    on_result: Callable[[ScoreResult], None] | None = None,
+) -> list[dict]:
+    """Score every input not yet in ``out``; returns all rows of ``out`` in input order.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1, a process group initialised by the caller) rank
+    ``r`` scores inputs ``r::world`` into ``OUT.rank{r}.jsonl``; after a barrier rank 0 merges
+    every rank's rows into ``out``. ``on_result`` sees each new result (maps, progress).
+    """
+    rank, world = _rank_and_world()
+    results = ResultsFile(out)
+    pending = [p for p in inputs if not results.done(p)]
+    sink = results
+    if world > 1:
+        sink = ResultsFile(Path(out).with_suffix(f".rank{rank}.jsonl"))
+        pending = [p for p in pending[rank::world] if not sink.done(p)]
+    for result in score_paths(predictor, pending, batch_size, workers):
+        sink.append(result.to_row())
+        if on_result is not None:
+            on_result(result)
+    if world > 1:
+        torch.distributed.barrier()
+        if rank == 0:
+            parts = [ResultsFile(Path(out).with_suffix(f".rank{r}.jsonl")) for r in range(world)]
+            for path in inputs:
+                row = next((p.rows[path] for p in parts if p.done(path)), None)
+                if row is not None and not results.done(path):
+                    results.append(row)
+            for part in parts:
+                part.path.unlink(missing_ok=True)
+        torch.distributed.barrier()
+        results = ResultsFile(out)
+    if rank == 0:
+        results.finalize(inputs)
+    return [results.rows[p] for p in inputs if p in results.rows]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -1,0 +1,230 @@
+"""A ready-to-use scorer: weights + input spec + calibration (DESIGN.md §4).
+
+``kvq.load(name_or_path)`` returns a :class:`Predictor`; ``predictor.score(path)`` returns a
+:class:`ScoreResult` with the calibrated score, the raw model output, per-slice scores with
+their time spans, the maps, the video's properties and timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kvq.models import KVQModel, build_model, load_model, load_pretrained
+from kvq.video import ClipSpec, VideoError, load_clip, normalize_clip, probe, sample_segment_indices
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Bundled weights by name; the first is the default of ``kvq.load()`` and ``kvq score``.
+PRETRAINED: dict[str, str] = {"kvq-xs-synth": "kvq-xs-synth.safetensors"}
+DEFAULT_WEIGHTS = "kvq-xs-synth"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps the raw model output to the published score: ``clip(a·raw + b, low, high)``.
+
+    Stored with the weights (``"calibration"`` in their JSON config), fitted on the validation
+    split when the weights were trained; no constants live in code. ``scale`` names the scale
+    of the calibrated score (``"raw"`` when the weights carry no calibration).
+    """
+
+    a: float = 1.0
+    b: float = 0.0
+    low: float | None = None
+    high: float | None = None
+    scale: str = "raw"
+    higher_is_better: bool = True
+
+    def __call__(self, raw: float) -> float:
+        value = self.a * raw + self.b
+        if self.low is not None:
+            value = max(self.low, value)
+        if self.high is not None:
+            value = min(self.high, value)
+        return value
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> Calibration:
+        return cls(**(values or {}))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One temporal slice of the quality map: the frames it covers and its share of the score."""
+
+    start_s: float
+    end_s: float
+    score: float
+
+
+@dataclass
+class ScoreResult:
+    """Everything known about one scored input; ``error`` is set (and scores None) on failure.
+
+    ``local_quality`` and ``saliency`` are ``(T', H', W')`` float arrays (``T' = 16`` for the
+    paper's 32-frame clips); ``frames`` the model's uint8 input ``(T, H, W, 3)``.
+    """
+
+    path: str
+    score: float | None = None
+    raw_score: float | None = None
+    segments: list[Segment] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    error: str | None = None
+    local_quality: np.ndarray | None = field(default=None, repr=False)
+    saliency: np.ndarray | None = field(default=None, repr=False)
+    frames: np.ndarray | None = field(default=None, repr=False)
+
+    def to_row(self) -> dict:
+        """JSON-serialisable row (no arrays) for the result files."""
+        row = {
+            "path": self.path,
+            "score": self.score,
+            "raw_score": self.raw_score,
+            "segments": [dataclasses.asdict(s) for s in self.segments],
+            "info": self.info,
+            "timings": self.timings,
+            "error": self.error,
+        }
+        return row
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, np.ndarray | None]:
+    """uint8 clip ``(T, H, W, 3)`` of ``spec``, the file's properties and its sampled frame
+    indices (None for images). Raises :class:`kvq.video.VideoError`."""
+    info = probe(path)
+    frames = load_clip(path, spec)
+    indices = None if info.is_image else sample_segment_indices(info.num_frames, spec)
+    props = {
+        "duration": info.duration,
+        "fps": info.fps,
+        "num_frames": info.num_frames,
+        "width": info.width,
+        "height": info.height,
+        "codec": info.codec,
+    }
+    return frames, props, indices
+
+
+class Predictor:
+    """Scores videos, images or clip tensors with one model; deterministic (eval mode)."""
+
+    def __init__(
+        self,
+        model: KVQModel,
+        spec: ClipSpec,
+        calibration: Calibration | None = None,
+        device: str | torch.device = "auto",
+        name: str = "",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.spec = spec
+        self.calibration = calibration or Calibration()
+        self.name = name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.calibration.higher_is_better
+
+    @property
+    def scale(self) -> str:
+        return self.calibration.scale
+
+    @torch.inference_mode()
+    def forward(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 clips ``(B, T, H, W, 3)`` → raw scores ``(B,)``, Q and S ``(B, T', H', W')``."""
+        x = normalize_clip(frames).to(self.device)
+        out = self.model(x)
+        return tuple(t.float().cpu().numpy() for t in (out.score, out.local_quality, out.saliency))
+
+    def result(
+        self,
+        path: str,
+        frames: torch.Tensor,
+        raw: float,
+        quality: np.ndarray,
+        saliency: np.ndarray,
+        info: dict,
+        indices: np.ndarray | None,
+        timings: dict,
+    ) -> ScoreResult:
+        """Assemble a :class:`ScoreResult` from one clip's model outputs."""
+        per_slice = (quality * saliency).mean(axis=(1, 2))
+        segments = []
+        if indices is not None and info.get("fps"):
+            per = len(indices) // len(per_slice)  # sampled frames per output slice (2)
+            fps = info["fps"]
+            for i, value in enumerate(per_slice):
+                span = indices[i * per : (i + 1) * per]
+                segments.append(
+                    Segment(float(span.min() / fps), float((span.max() + 1) / fps), float(value))
+                )
+        return ScoreResult(
+            path=path,
+            score=float(self.calibration(raw)),
+            raw_score=float(raw),
+            segments=segments,
+            info=info,
+            timings=timings,
+            local_quality=quality,
+            saliency=saliency,
+            frames=frames.numpy(),
+        )
+
+    def score(self, source: str | Path | torch.Tensor) -> ScoreResult:
+        """Score a file (video or image) or a uint8 clip tensor ``(T, H, W, 3)``.
+
+        A file that cannot be read gives a result with ``error`` set rather than an exception.
+        """
+        if isinstance(source, torch.Tensor):
+            frames, info, indices, path, decode_s = source, {}, None, "<tensor>", 0.0
+        else:
+            path = str(source)
+            start = time.perf_counter()
+            try:
+                frames, info, indices = decode_input(source, self.spec)
+            except VideoError as err:
+                return ScoreResult(path=path, error=str(err))
+            decode_s = time.perf_counter() - start
+        start = time.perf_counter()
+        raw, quality, saliency = self.forward(frames[None])
+        model_s = time.perf_counter() - start
+        timings = {"decode_s": round(decode_s, 4), "model_s": round(model_s, 4)}
+        return self.result(path, frames, raw[0], quality[0], saliency[0], info, indices, timings)
+
+
+def load(
+    name_or_path: str | Path = DEFAULT_WEIGHTS,
+    device: str | torch.device = "auto",
+    arch: str = "kvq-t",
+) -> Predictor:
+    """A :class:`Predictor` from bundled weights (a name in :data:`PRETRAINED`) or a file.
+
+    Our safetensors carry their architecture, input spec and calibration. Foreign checkpoints
+    (the authors' KVQ, Kinetics Video Swin) are loaded into ``arch`` with the paper's input
+    spec (32 frames at 448², resize) and no calibration (raw scores).
+    """
+    name = str(name_or_path)
+    path = WEIGHTS_DIR / PRETRAINED[name] if name in PRETRAINED else Path(name_or_path)
+    if path.suffix == ".safetensors":
+        model, header = load_model(path)
+        spec = ClipSpec(**header.get("input", {}))
+        calibration = Calibration.from_dict(header.get("calibration"))
+    else:
+        model = build_model(arch)
+        load_pretrained(model, path)
+        spec, calibration = ClipSpec(), Calibration()
+    return Predictor(model, spec, calibration, device, name=name)

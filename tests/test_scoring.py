@@ -1,0 +1,195 @@
+"""Scoring as a product: predictor, batch runs with resume, broken files, sharding, maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kvq
+from kvq.cli.main import main as kvq_main
+from kvq.models import save_pretrained
+from kvq.scoring.batch import ResultsFile, expand_inputs, run_scoring
+from kvq.scoring.maps import local_grid, render_sheet, write_overlay_video
+from video_factory import make_image, make_video
+
+INPUT = {"size": [64, 64], "num_segments": 2}  # 8 frames of 64×64: a tiny clip
+CALIBRATION = {"a": 2.0, "b": 3.0, "low": 1.0, "high": 5.0, "scale": "MOS 1-5"}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1))
+    with torch.no_grad():
+        model.prior_fusion.weight.normal_()
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    return save_pretrained(model, path, {"input": INPUT, "calibration": CALIBRATION})
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    make_video(root / "a.mp4", frames=30, size=(72, 96), pattern="gradient")
+    (root / "sub").mkdir()
+    make_video(root / "sub" / "b.mkv", frames=12, size=(48, 64), pattern="noise")
+    make_image(root / "c.png", size=(50, 70))
+    return root
+
+
+@pytest.fixture()
+def broken(media, tmp_path) -> Path:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.mp4", "c.png"):
+        (folder / name).write_bytes((media / name).read_bytes())
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "noise.mov").write_bytes(np.random.default_rng(0).bytes(5000))
+    good = (media / "a.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def strip_timings(rows):
+    return [{k: v for k, v in r.items() if k != "timings"} for r in rows]
+
+
+def test_predictor_scores_are_deterministic_and_calibrated(weights, media):
+    predictor = kvq.load(weights, device="cpu")
+    assert predictor.scale == "MOS 1-5" and predictor.higher_is_better
+    a, b = predictor.score(media / "a.mp4"), predictor.score(media / "a.mp4")
+    assert a.error is None
+    assert a.score == b.score and np.array_equal(a.local_quality, b.local_quality)
+    assert a.score == pytest.approx(min(5.0, max(1.0, 2.0 * a.raw_score + 3.0)))
+    assert a.local_quality.shape == a.saliency.shape == (4, 2, 2)
+    assert len(a.segments) == 4
+    starts = [s.start_s for s in a.segments]
+    assert starts == sorted(starts) and a.segments[-1].end_s <= a.info["duration"] + 1e-6
+    # the score is the mean of the per-slice scores (each slice: mean of Q·S)
+    assert np.mean([s.score for s in a.segments]) == pytest.approx(a.raw_score, rel=1e-5)
+    from_tensor = predictor.score(torch.from_numpy(a.frames))
+    assert from_tensor.raw_score == pytest.approx(a.raw_score, rel=1e-6)
+
+
+def test_unreadable_file_gives_error_result_not_exception(weights, broken):
+    predictor = kvq.load(weights, device="cpu")
+    result = predictor.score(broken / "empty.mp4")
+    assert result.score is None and "empty.mp4" in result.error
+
+
+def test_expand_inputs(media, tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{media / 'c.png'}\n\n{media / 'a.mp4'}\n")
+    paths = expand_inputs([str(media), f"@{listed}", str(media / "*.png"), "missing.mp4"])
+    names = [Path(p).name for p in paths]
+    assert names == ["a.mp4", "c.png", "b.mkv", "missing.mp4"]
+
+
+def test_folder_with_broken_files_is_scored_and_reported(weights, broken, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    code = kvq_main(["score", str(broken), "--weights", str(weights), "--out", str(out)])
+    assert code == 1  # some inputs failed
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"a.mp4", "c.png", "empty.mp4", "noise.mov", "truncated.mp4"}
+    for name in ("empty.mp4", "noise.mov", "truncated.mp4"):
+        assert rows[name]["score"] is None and name in rows[name]["error"]
+    for name in ("a.mp4", "c.png"):
+        assert rows[name]["error"] is None and 1.0 <= rows[name]["score"] <= 5.0
+    assert "3 of 5 input(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "json"])
+def test_resume_after_kill_neither_loses_nor_duplicates(weights, media, tmp_path, suffix):
+    predictor = kvq.load(weights, device="cpu")
+    inputs = expand_inputs([str(media)])
+    reference = run_scoring(predictor, inputs, tmp_path / f"ref.{suffix}")
+    out = tmp_path / f"r.{suffix}"
+    # A killed run: the first two rows landed, the third was torn mid-write.
+    partial = ResultsFile(out)
+    for row in reference[:2]:
+        partial.append(row)
+    torn = json.dumps(reference[2])[:25]
+    with partial.journal.open("a") as f:
+        f.write(torn if suffix != "csv" else "/x/torn.mp4,1.0,2")
+    seen = []
+    rows = run_scoring(predictor, inputs, out, on_result=lambda r: seen.append(r.path))
+    assert seen == [inputs[2]]  # only the unfinished input was scored again
+    assert [r["path"] for r in rows] == inputs
+    again = ResultsFile(out)
+    assert list(again.rows) == inputs or sorted(again.rows) == sorted(inputs)
+    assert [float(again.rows[p]["score"]) for p in inputs] == pytest.approx(
+        [r["score"] for r in reference]
+    )
+    if suffix == "json":
+        assert not again.journal.exists()
+        assert len(json.loads(out.read_text())) == len(inputs)
+    else:
+        assert len(out.read_text().splitlines()) == len(inputs) + (suffix == "csv")
+
+
+def test_two_runs_give_identical_output(weights, media, tmp_path):
+    for name in ("one", "two"):
+        out = tmp_path / f"{name}.jsonl"
+        kvq_main(["score", str(media), "--weights", str(weights), "--out", str(out), "--quiet"])
+    one, two = ((tmp_path / f"{n}.jsonl").read_text().splitlines() for n in ("one", "two"))
+    assert strip_timings(map(json.loads, one)) == strip_timings(map(json.loads, two))
+
+
+def test_maps_files_have_the_right_sizes(weights, media, tmp_path):
+    predictor = kvq.load(weights, device="cpu")
+    result = predictor.score(media / "a.mp4")
+    sheet = render_sheet(result, tmp_path / "a.png")
+    with Image.open(sheet) as img:
+        assert img.width == 4 * 160  # frame + three overlays, 160 px each for a square clip
+        assert img.height > 4 * 160
+    video = write_overlay_video(result, tmp_path / "a.mp4")
+    with av.open(str(video)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == result.frames.shape[0]
+    assert (frames[0].height, frames[0].width) == (64, 64)
+    grid = local_grid(np.arange(2 * 14 * 14, dtype=np.float64).reshape(2, 14, 14))
+    expected = np.arange(14 * 14, dtype=np.float64).reshape(14, 14) + 98
+    assert np.allclose(grid, expected.reshape(7, 2, 7, 2).mean(axis=(1, 3)))
+
+
+def test_cli_writes_maps_per_input(weights, media, tmp_path):
+    maps = tmp_path / "maps"
+    args = ["score", str(media), "--weights", str(weights), "--maps", str(maps), "--quiet"]
+    assert kvq_main(args) == 0
+    assert sorted(p.name for p in maps.iterdir()) == ["a.png", "c.png", "sub__b.png"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path):
+    single = tmp_path / "single.jsonl"
+    kvq_main(["score", str(media), "--weights", str(weights), "--out", str(single), "--quiet"])
+    sharded = tmp_path / "sharded.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(free_port()), "-m", "kvq.cli.main", "score", str(media),
+        "--weights", str(weights), "--out", str(sharded), "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = strip_timings(map(json.loads, single.read_text().splitlines()))
+    two = strip_timings(map(json.loads, sharded.read_text().splitlines()))
+    assert [r["path"] for r in two] == [r["path"] for r in one]
+    for a, b in zip(one, two):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    assert not list(tmp_path.glob("sharded.rank*"))
