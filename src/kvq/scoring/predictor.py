@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from kvq.models import KVQModel, build_model, load_model, load_pretrained
-from kvq.video import ClipSpec, VideoError, load_clip, normalize_clip, probe, sample_segment_indices
+from kvq.video import ClipSpec, VideoError, load_clip_with_indices, normalize_clip, probe
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Bundled weights by name; the first is the default of ``kvq.load()`` and ``kvq score``.
@@ -105,8 +105,7 @@ def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, 
     """uint8 clip ``(T, H, W, 3)`` of ``spec``, the file's properties and its sampled frame
     indices (None for images). Raises :class:`kvq.video.VideoError`."""
     info = probe(path)
-    frames = load_clip(path, spec)
-    indices = None if info.is_image else sample_segment_indices(info.num_frames, spec)
+    frames, indices = load_clip_with_indices(path, spec)
     props = {
         "duration": info.duration,
         "fps": info.fps,
@@ -115,7 +114,7 @@ def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, 
         "height": info.height,
         "codec": info.codec,
     }
-    return frames, props, indices
+    return frames, props, None if info.is_image else indices
 
 
 class Predictor:

@@ -1,0 +1,36 @@
+"""Video and image input: probing, the paper's sampling, fast PyAV decoding.
+
+Typical use::
+
+    spec = ClipSpec()                              # 8 × 4 frames at stride 2, 448², resize
+    frames = load_clip("video.mp4", spec)          # uint8 (32, 448, 448, 3)
+    x = normalize_clip(frames)[None]               # float32 (1, 3, 32, 448, 448)
+
+Every unreadable input raises :class:`VideoError`.
+"""
+
+from __future__ import annotations
+
+from kvq.video.clip import MEAN, STD, load_clip, load_clip_with_indices, normalize_clip
+from kvq.video.decode import IMAGE_EXTENSIONS, VideoInfo, iter_frames, probe
+from kvq.video.errors import VideoError
+from kvq.video.sampling import SpatialPlan, plan_view, sample_segment_indices
+from kvq.video.spec import VIEWS, ClipSpec
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MEAN",
+    "STD",
+    "VIEWS",
+    "ClipSpec",
+    "SpatialPlan",
+    "VideoError",
+    "VideoInfo",
+    "iter_frames",
+    "load_clip",
+    "load_clip_with_indices",
+    "normalize_clip",
+    "plan_view",
+    "probe",
+    "sample_segment_indices",
+]

@@ -1,0 +1,146 @@
+"""Clips for the model: sampled, decoded, viewed (:func:`load_clip`) and normalised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from av.video.reformatter import VideoReformatter
+
+from kvq.video.decode import (
+    Deadline,
+    VideoSource,
+    check_complete,
+    decoded_frames,
+    display_size,
+    frame_count,
+    open_video,
+    to_rgb,
+)
+from kvq.video.errors import VideoError
+from kvq.video.sampling import RandomState, SpatialPlan, plan_view, sample_segment_indices
+from kvq.video.spec import ClipSpec
+
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+
+
+def _clip_indices(
+    num_frames: int, is_image: bool, spec: ClipSpec, train: bool, rng: np.random.Generator | None
+) -> np.ndarray:
+    """(num_clips, T) frame indices; an image is one frame repeated ``spec.image_frames`` times."""
+    if is_image:
+        return np.zeros((spec.num_clips, spec.image_frames), dtype=np.int64)
+    indices = sample_segment_indices(num_frames, spec, train=train, rng=rng)
+    return indices.reshape(spec.num_clips, -1)
+
+
+def _plans(
+    frame_size: tuple[int, int], spec: ClipSpec, train: bool, rng: np.random.Generator | None
+) -> list[SpatialPlan]:
+    """One plan per clip; clips share a plan unless training draws a random view per clip."""
+    if train and spec.view in ("random_crop", "fragments"):
+        return [plan_view(frame_size, spec, True, rng) for _ in range(spec.num_clips)]
+    return [plan_view(frame_size, spec)] * spec.num_clips
+
+
+def _gather(
+    source: VideoSource,
+    indices: np.ndarray,
+    spec: ClipSpec,
+    train: bool,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray | None, int]:
+    """Decode up to the last wanted frame, filling (num_clips, T, H, W, 3) uint8.
+
+    Returns (frames, frames decoded); frames is None when the stream ended before every wanted
+    index was seen (its header overstated the frame count).
+    """
+    slots: dict[int, list[tuple[int, int]]] = {}
+    for clip, t in np.ndindex(indices.shape):
+        slots.setdefault(int(indices[clip, t]), []).append((clip, t))
+    last = max(slots)
+    out = np.empty((*indices.shape, *spec.output_size, 3), dtype=np.uint8)
+    plans: list[SpatialPlan] | None = None
+    reformatter = VideoReformatter()
+    decoded = 0
+    for frame in decoded_frames(source):
+        index, decoded = decoded, decoded + 1
+        if index not in slots:
+            continue
+        if plans is None:  # views are fixed on the first kept frame, for the whole clip
+            plans = _plans(display_size(frame), spec, train, rng)
+        scaled: dict[tuple[int, int], np.ndarray] = {}
+        for clip, t in slots[index]:
+            plan = plans[clip]
+            if plan.source_size not in scaled:
+                scaled[plan.source_size] = to_rgb(frame, plan.source_size, reformatter)
+            if plan.is_plain_resize:
+                out[clip, t] = scaled[plan.source_size]
+            else:
+                plan.apply(scaled[plan.source_size], out[clip, t])
+        if index == last:
+            return out, decoded
+    return None, decoded
+
+
+def load_clip_with_indices(
+    path: str | Path, spec: ClipSpec | None = None, train: bool = False, rng: RandomState = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`load_clip` plus the frame indices it actually decoded, shaped like its output's
+    leading dims ((T,) or (num_clips, T)); they differ from ``sample_segment_indices`` of the
+    header's count when the header overstated it (see :func:`load_clip`).
+    """
+    spec = spec or ClipSpec()
+    gen = np.random.default_rng(rng) if train else None
+    deadline = Deadline(path, spec.timeout_s)
+    with open_video(path, deadline) as source:
+        is_image = source.is_image
+        num_frames = frame_count(source)
+        indices = _clip_indices(num_frames, is_image, spec, train, gen)
+        frames, decoded = _gather(source, indices, spec, train, gen)
+        if frames is None:
+            check_complete(source, decoded, None)
+    if frames is None:
+        indices = _clip_indices(decoded, is_image, spec, train, gen)
+        with open_video(path, deadline) as source:
+            frames, _ = _gather(source, indices, spec, train, gen)
+        if frames is None:
+            raise VideoError(f"{path}: the number of decodable frames changed between reads")
+    clips = torch.from_numpy(frames)
+    if spec.num_clips == 1:
+        return clips[0], indices[0]
+    return clips, indices
+
+
+def load_clip(
+    path: str | Path, spec: ClipSpec | None = None, train: bool = False, rng: RandomState = None
+) -> torch.Tensor:
+    """Decode the clip(s) of ``spec`` from a video or image file.
+
+    Returns uint8 RGB (T, H, W, 3), or (num_clips, T, H, W, 3) when ``spec.num_clips`` > 1,
+    with (H, W) = ``spec.output_size`` and T = ``spec.clip_len`` (``spec.image_frames`` for
+    images). Inference (``train=False``) is deterministic; training draws the segment starts
+    and crop/fragment positions from ``rng`` (a Generator or seed; None: fresh entropy).
+
+    Cost: one sequential decode up to the last sampled frame; only sampled frames are
+    converted. Crop and fragment views convert a sampled frame at native resolution (one
+    full-size RGB frame at a time) and slice it; "resize" scales inside swscale. When a header
+    overstates the frame count by a little, the count is learned from the decode and a second
+    pass reads the re-sampled frames (by a lot: the file is truncated). Raises
+    :class:`VideoError` for unreadable files and when decoding exceeds ``spec.timeout_s``.
+    """
+    return load_clip_with_indices(path, spec, train, rng)[0]
+
+
+def normalize_clip(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 RGB (..., T, H, W, 3) → float32 (..., 3, T, H, W) with DESIGN's mean and std."""
+    x = torch.as_tensor(frames)
+    # One strided uint8→float copy into the channel-first layout, then in-place arithmetic:
+    # 3× faster than out-of-place ops on a 32×448² clip.
+    out = torch.empty((*x.shape[:-4], 3, *x.shape[-4:-1]), dtype=torch.float32)
+    out.copy_(x.movedim(-1, -4))
+    mean = out.new_tensor(MEAN).view(3, 1, 1, 1)
+    std = out.new_tensor(STD).view(3, 1, 1, 1)
+    return out.sub_(mean).div_(std)

@@ -1,0 +1,209 @@
+"""Decoding real (tiny) files: codecs, pixel formats, geometry, streams, views, determinism."""
+
+from __future__ import annotations
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from kvq.video import ClipSpec, iter_frames, load_clip, plan_view, probe, sample_segment_indices
+from video_factory import make_frame, make_image, make_video, read_index
+
+SMALL = ClipSpec(size=(32, 48))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """``video(name, **make_video kwargs)`` → path; each file is encoded once per module."""
+    root = tmp_path_factory.mktemp("videos")
+    cache = {}
+
+    def make(name: str, **kwargs):
+        if name not in cache:
+            cache[name] = make_video(root / name, **kwargs)
+        return cache[name]
+
+    return make
+
+
+def sampled_indices(clip: torch.Tensor) -> list[int]:
+    return [read_index(frame) for frame in clip.numpy()]
+
+
+CODECS = {
+    "h264.mp4": {"codec": "libx264"},
+    "mpeg4.avi": {"codec": "mpeg4"},
+    "vp9.webm": {"codec": "libvpx-vp9"},
+    "mjpeg.avi": {"codec": "mjpeg", "pix_fmt": "yuvj420p"},
+    "yuv444.mp4": {"pix_fmt": "yuv444p"},
+    "yuv420p10.mp4": {"pix_fmt": "yuv420p10le"},
+    "gray.mkv": {"codec": "ffv1", "pix_fmt": "gray"},
+    "vfr.mp4": {"vfr": True},
+    "audio_first.mp4": {"audio": "first"},
+    "several_streams.mp4": {"audio": True, "extra_video": True},
+}
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_codecs_formats_and_streams_give_the_sampled_frames(video, name):
+    path = video(name, frames=40, **CODECS[name])
+    info = probe(path)
+    assert (info.num_frames, info.width, info.height) == (40, 64, 48)
+    assert not info.is_image and info.fps > 0 and info.duration > 0
+    clip = load_clip(path, SMALL)
+    assert clip.shape == (32, 32, 48, 3) and clip.dtype == torch.uint8
+    assert sampled_indices(clip) == sample_segment_indices(40, SMALL).tolist()
+
+
+def test_probe_reports_codec_and_pixel_format(video):
+    info = probe(video("yuv420p10.mp4", frames=40, pix_fmt="yuv420p10le"))
+    assert (info.codec, info.pix_fmt, info.rotation) == ("h264", "yuv420p10le", 0)
+    assert probe(video("gray.mkv", frames=40, codec="ffv1", pix_fmt="gray")).pix_fmt == "gray"
+
+
+def test_frame_count_without_header_is_counted(video):
+    # Matroska/WebM store no frame count: it is learned by demuxing.
+    info = probe(video("vp9.webm", frames=40, codec="libvpx-vp9"))
+    assert info.num_frames == 40 and info.duration == pytest.approx(40 / 24, abs=0.05)
+
+
+def test_variable_frame_rate(video):
+    path = video("vfr.mp4", frames=40, vfr=True)
+    info = probe(path)
+    # Durations of 1, 2, 3 ticks: 40 frames last 79 ticks, an average of about 12 fps.
+    assert info.num_frames == 40 and info.fps == pytest.approx(40 / 79 * 24, rel=0.05)
+    assert [read_index(f) for f in iter_frames(path)] == list(range(40))
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_matches_ffmpeg_autorotate(video, rotation):
+    path = video(f"rot{rotation}.mp4", frames=2, rotation=rotation, pattern="marker")
+    info = probe(path)
+    assert info.rotation == rotation
+    assert (info.height, info.width) == ((64, 48) if rotation % 180 else (48, 64))
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1"]
+    raw = subprocess.run(
+        [*ffmpeg, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True
+    ).stdout
+    reference = np.frombuffer(raw, np.uint8).reshape(info.height, info.width, 3)
+    assert np.array_equal(next(iter_frames(path)), reference)
+
+
+def test_rotated_clip_is_upright_at_any_output_size(video):
+    path = video("rot90.mp4", frames=2, rotation=90, pattern="marker")
+    clip = load_clip(path, ClipSpec(size=(40, 30))).numpy()
+    assert clip.shape == (32, 40, 30, 3)
+    # The marker (coded top-left) is bottom-left once turned 90° counter-clockwise.
+    assert clip[:, -5:, :5].mean() > 200 and clip[:, :5, :5].mean() < 50
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_one_frame_and_very_short_videos_wrap(video, frames):
+    path = video(f"short{frames}.mp4", frames=frames)
+    clip = load_clip(path, SMALL)
+    assert clip.shape[0] == 32
+    assert sampled_indices(clip) == sample_segment_indices(frames, SMALL).tolist()
+
+
+def test_tiny_video_is_upsampled(video):
+    path = video("tiny.mp4", size=(16, 16), pattern="index")
+    assert load_clip(path, ClipSpec(size=(448, 448))).shape == (32, 448, 448, 3)
+    frags = load_clip(path, ClipSpec(view="fragments"))
+    assert frags.shape == (32, 224, 224, 3)
+    assert load_clip(path, ClipSpec(size=(64, 64), view="center_crop")).shape == (32, 64, 64, 3)
+
+
+def test_odd_dimensions(video):
+    path = video("odd.mp4", size=(47, 63), pix_fmt="yuv444p")
+    info = probe(path)
+    assert (info.height, info.width) == (47, 63)
+    assert next(iter_frames(path)).shape == (47, 63, 3)
+    assert load_clip(path, ClipSpec(size=(33, 17), view="random_crop"), train=True).shape[1:] == (
+        33,
+        17,
+        3,
+    )
+
+
+def test_8k_video_decodes_to_target_size(video):
+    path = video("8k.mp4", frames=2, size=(4320, 7680))
+    info = probe(path)
+    assert (info.width, info.height) == (7680, 4320)
+    clip = load_clip(path, SMALL)
+    assert sampled_indices(clip) == sample_segment_indices(2, SMALL).tolist()
+
+
+def test_iter_frames_order_and_resize(video):
+    path = video("h264.mp4", frames=40)
+    frames = list(iter_frames(path, size=(24, 40)))
+    assert len(frames) == 40 and frames[0].shape == (24, 40, 3)
+    assert [read_index(f) for f in frames] == list(range(40))
+
+
+def test_resize_matches_swscale_of_the_same_frame(video):
+    path = video("gradient.mp4", frames=10, pattern="gradient")
+    full = list(iter_frames(path, size=(32, 48)))
+    clip = load_clip(path, SMALL).numpy()
+    for t, i in enumerate(sample_segment_indices(10, SMALL)):
+        assert np.array_equal(clip[t], full[i])
+
+
+@pytest.mark.parametrize("view", ["center_crop", "fragments"])
+def test_crop_views_are_native_pixels(video, view):
+    path = video("gradient_large.mkv", frames=6, size=(256, 320), codec="ffv1", pix_fmt="yuv444p",
+                 pattern="gradient")  # fmt: skip
+    spec = ClipSpec(size=(64, 96), view=view, fragment_grid=4, fragment_size=16)
+    clip = load_clip(path, spec).numpy()
+    full = list(iter_frames(path))
+    plan = plan_view((256, 320), spec)
+    for t, i in enumerate(sample_segment_indices(6, spec)):
+        expected = np.empty_like(clip[t])
+        plan.apply(full[i], expected)
+        assert np.array_equal(clip[t], expected)
+    # Lossless input: the native pixels are (nearly) the pattern that was encoded.
+    y, x = plan.corners[0]
+    reference = make_frame(int(sample_segment_indices(6, spec)[0]), (256, 320), "gradient")
+    patch = clip[0, : plan.patch_size[0], : plan.patch_size[1]].astype(int)
+    assert np.abs(patch - reference[y : y + patch.shape[0], x : x + patch.shape[1]]).max() <= 3
+
+
+def test_images_become_static_clips(tmp_path):
+    for name in ("still.png", "still.jpg"):
+        path = make_image(tmp_path / name, size=(48, 64), pattern="marker")
+        info = probe(path)
+        assert info.is_image and info.num_frames == 1 and (info.width, info.height) == (64, 48)
+        clip = load_clip(path, ClipSpec(size=(40, 40), image_frames=16))
+        assert clip.shape == (16, 40, 40, 3)
+        assert (clip == clip[0]).all()
+        assert clip[0, :5, :5].float().mean() > 200 and clip[0, -5:, -5:].float().mean() < 50
+
+
+def test_inference_is_deterministic(video):
+    path = video("gradient.mp4", frames=10, pattern="gradient")
+    for view in ("resize", "random_crop", "fragments"):
+        spec = ClipSpec(size=(32, 32), view=view, fragment_grid=2, fragment_size=16)
+        assert torch.equal(load_clip(path, spec), load_clip(path, spec))
+    spec = ClipSpec(size=(32, 48))
+    assert np.array_equal(sample_segment_indices(10, spec), sample_segment_indices(10, spec))
+
+
+def test_training_draws_depend_on_the_rng(video):
+    path = video("h264_long.mp4", frames=120)
+    spec = ClipSpec(size=(32, 48))
+    a = load_clip(path, spec, train=True, rng=0)
+    assert torch.equal(a, load_clip(path, spec, train=True, rng=0))
+    draws = {tuple(sampled_indices(load_clip(path, spec, train=True, rng=s))) for s in range(4)}
+    assert len(draws) > 1
+    assert tuple(sampled_indices(a)) == tuple(sample_segment_indices(120, spec, True, 0))
+
+
+def test_multiple_clips(video):
+    path = video("h264_long.mp4", frames=120)
+    spec = ClipSpec(size=(32, 48), num_clips=3)
+    clips = load_clip(path, spec)
+    assert clips.shape == (3, 32, 32, 48, 3)
+    expected = sample_segment_indices(120, spec)
+    assert [sampled_indices(c) for c in clips] == expected.tolist()
