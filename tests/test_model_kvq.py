@@ -179,3 +179,25 @@ def test_paper_architecture_dimensions():
     assert [s.blocks[0].attn.cross.topk for s in model.backbone.layers[2:]] == [8, 4]
     assert model.backbone.num_features == 768
     assert torch.all(model.prior_fusion.weight == 0)
+
+
+def test_prior_memory_is_bounded_by_the_chunk():
+    """At stage 3 of a 32×448² clip (12,544 tokens) no intermediate holds more than chunk×L."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    length, chunk = 16 * 28 * 28, 256
+    q, k = torch.randn(1, length, 4), torch.randn(1, length, 4)
+    with LargestTensor() as probe:
+        prior = saliency_prior(q, k, chunk=chunk)
+    assert probe.largest <= chunk * length < length * length // 40
+    assert prior.sum().item() == pytest.approx(length, rel=1e-4)
