@@ -1,0 +1,142 @@
+"""``kvq eval WEIGHTS --sets A B …``: one checkpoint on one or several labelled sets.
+
+Per set: SRCC, PLCC, KRCC, RMSE (PLCC/RMSE after the named mapping), a per-video predictions
+CSV and a scatter PNG; all metrics in one JSON. ``--splits N`` adds the small-set protocol:
+mean and std over the test parts of N seeded random 80/20 splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate weights on labelled sets (SRCC/PLCC/KRCC/RMSE, CSV, JSON, PNG)"
+    )
+    p.add_argument("weights", help="KVQ safetensors (or the authors' checkpoint with --arch)")
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        required=True,
+        help="registered names (kvq eval --list) or label files (.txt/.csv)",
+    )
+    p.add_argument("--data-root", default=".", help="folder holding the sets' videos")
+    p.add_argument("--labels-root", help="folder of the label files (default: --data-root)")
+    p.add_argument("--video-root", help="videos of label-file sets (default: --data-root)")
+    p.add_argument(
+        "--mapping",
+        choices=("linear", "logistic"),
+        default="linear",
+        help="mapping before PLCC/RMSE (FAST-VQA/KVQ protocol: linear)",
+    )
+    p.add_argument("--splits", type=int, default=0, help="also report N random-split means")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--output", default="kvq_eval", help="folder for CSV, JSON and PNG files")
+    p.add_argument("--arch", default="kvq-t", help="architecture for weights without a config")
+    p.add_argument("--size", type=int, help="square input size (default: the weights' own)")
+    p.add_argument("--view", help="spatial view (resize, center_crop, fragments, …)")
+    p.add_argument("--num-clips", type=int, help="clips averaged per video")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from kvq.data.registry import DatasetError
+    from kvq.eval.metrics import MetricError, map_predictions
+    from kvq.eval.scatter import scatter_png
+    from kvq.models import WeightsError
+    from kvq.train.data import load_labelled
+    from kvq.train.distributed import DistEnv
+    from kvq.train.evaluate import predict
+    from kvq.train.trainer import amp_dtype, resolve_device
+
+    try:
+        model, spec = load_for_eval(args)
+    except (WeightsError, ValueError) as err:
+        print(f"kvq eval: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device, DistEnv())
+    model.to(device)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"weights": str(args.weights), "mapping": args.mapping, "sets": {}}
+    print(f"{'set':<24}{'n':>7}{'SRCC':>9}{'PLCC':>9}{'KRCC':>9}{'RMSE':>10}")
+    status = 0
+    for name in args.sets:
+        try:
+            part = load_labelled(name, args.data_root, args.labels_root, args.video_root)
+            preds = predict(
+                model,
+                part,
+                spec,
+                device,
+                args.batch_size,
+                args.num_workers,
+                amp_dtype("auto", device),
+                progress=True,
+            )
+            metrics = preds.metrics(args.mapping)
+            splits = args.splits and preds.split_metrics(
+                args.splits, args.test_fraction, args.split_seed, args.mapping
+            )
+        except (DatasetError, MetricError) as err:
+            print(f"kvq eval: {name}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        for path, reason in preds.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        entry = {**metrics.as_dict(), "skipped": [p for p, _ in preds.skipped]}
+        if splits:
+            entry["random_splits"] = splits
+        results["sets"][part.name] = entry
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in part.name)
+        preds.to_csv(out / f"{stem}_predictions.csv")
+        fitted = map_predictions(preds.scores, preds.mos, args.mapping)
+        title = f"{part.name}: SRCC {metrics.srcc:.3f} PLCC {metrics.plcc:.3f} ({args.mapping})"
+        scatter_png(preds.scores, preds.mos, out / f"{stem}_scatter.png", title, fitted)
+        print(
+            f"{part.name:<24}{metrics.n:>7}{metrics.srcc:>9.4f}{metrics.plcc:>9.4f}"
+            f"{metrics.krcc:>9.4f}{metrics.rmse:>10.4f}"
+        )
+        if splits:
+            mean, std = splits["mean"], splits["std"]
+            print(
+                f"  {args.splits} splits: SRCC {mean['srcc']:.4f}±{std['srcc']:.4f} "
+                f"PLCC {mean['plcc']:.4f}±{std['plcc']:.4f}"
+            )
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    print(f"PLCC/RMSE after {args.mapping} mapping; files in {out}")
+    return status
+
+
+def load_for_eval(args: argparse.Namespace):
+    """The model and the clip spec to score with: the weights' own input settings (from their
+    header), overridden by ``--size``, ``--view`` and ``--num-clips``."""
+    import dataclasses
+
+    from kvq.models import KVQConfig, KVQModel, build_model
+    from kvq.models.pretrained import load_state, read_state_dict
+    from kvq.video import ClipSpec
+
+    state, header = read_state_dict(args.weights)
+    if "model" in header:
+        model = KVQModel(KVQConfig.from_dict(header["model"]))
+    else:  # e.g. the authors' checkpoint: the architecture comes from --arch
+        model = build_model(args.arch)
+    load_state(model, state, str(args.weights), strict=True)
+    fields = {f.name for f in dataclasses.fields(ClipSpec)}
+    spec = ClipSpec(**{k: v for k, v in header.get("input", {}).items() if k in fields})
+    changes = {
+        "size": (args.size, args.size) if args.size else None,
+        "view": args.view,
+        "num_clips": args.num_clips,
+    }
+    return model.eval(), dataclasses.replace(spec, **{k: v for k, v in changes.items() if v})

@@ -1,0 +1,65 @@
+"""``kvq train CONFIG.yaml``: train (or resume) a KVQ model; run under ``torchrun`` for DDP."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a YAML config (resumes from OUTPUT_DIR/last.pt)",
+        description="Train KVQ with the paper's recipe. Multi-GPU: "
+        "torchrun --nproc_per_node N -m kvq.cli.main train CONFIG.yaml",
+    )
+    p.add_argument("config", help="YAML training config (see configs/)")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--data-root", help="override data.data_root")
+    p.add_argument("--labels-root", help="override data.labels_root")
+    p.add_argument("--pretrained", help="override model.pretrained (Kinetics-400 .pth or KVQ)")
+    p.add_argument("--split-index", type=int, help="override data.split_index (random splits)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from kvq.data.registry import DatasetError
+    from kvq.models import WeightsError
+    from kvq.train import ConfigError, TrainError, load_config, train
+
+    overrides: dict = {"data": {}, "model": {}}
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.data_root:
+        overrides["data"]["data_root"] = args.data_root
+    if args.labels_root:
+        overrides["data"]["labels_root"] = args.labels_root
+    if args.pretrained:
+        overrides["model"]["pretrained"] = args.pretrained
+    if args.split_index is not None:
+        overrides["data"]["split_index"] = args.split_index
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    try:
+        result = train(load_config(args.config, overrides), resume=not args.no_resume)
+    except (ConfigError, DatasetError, TrainError, WeightsError) as err:
+        print(f"kvq train: {err}", file=sys.stderr)
+        return 2
+    if result.finished:
+        print(f"finished after {result.steps} steps; outputs in {result.output_dir}")
+    else:
+        print(f"stopped after {result.steps} steps; resume with the same command")
+    if result.best:
+        print(
+            f"best validation: epoch {result.best['epoch']}, SRCC {result.best['srcc']:.4f}, "
+            f"PLCC {result.best['plcc']:.4f}"
+        )
+    for name, m in result.tests.items():
+        print(
+            f"test {name}: SRCC {m['srcc']:.4f} PLCC {m['plcc']:.4f} KRCC {m['krcc']:.4f} "
+            f"RMSE {m['rmse']:.4f} (n={m['n']}, {m['mapping']} mapping)"
+        )
+    return 0

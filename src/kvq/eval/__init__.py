@@ -1,0 +1,1 @@
+"""Evaluation: correlation metrics and benchmark protocols."""

@@ -1,0 +1,18 @@
+"""Training: the paper's recipe with the Local Perception Constraint (DESIGN.md §1.5–1.6)."""
+
+from kvq.train.config import ConfigError, TrainConfig, config_from_dict, load_config
+from kvq.train.losses import KVQLoss, LossConfig
+from kvq.train.trainer import Trainer, TrainError, TrainResult, train
+
+__all__ = [
+    "ConfigError",
+    "KVQLoss",
+    "LossConfig",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "Trainer",
+    "config_from_dict",
+    "load_config",
+    "train",
+]

@@ -1,0 +1,207 @@
+"""Typed training configuration, loaded from YAML (``kvq train CONFIG.yaml``).
+
+Every section is a dataclass whose defaults are the paper's recipe (DESIGN.md §1.6); a YAML
+file only states what differs. Unknown keys and wrong types fail with :class:`ConfigError`
+naming the key, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvq.train.losses import LossConfig
+from kvq.video import ClipSpec
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """``arch`` and :class:`~kvq.models.KVQConfig` ``overrides``; ``pretrained``: Kinetics-400
+    Video Swin-T ``.pth``, or KVQ weights, loaded before training (None: random init)."""
+
+    arch: str = "kvq-t"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    grad_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which sets to train, select and test on (registry names or label-file paths).
+
+    ``val``: a separate validation set; without one, ``val_fraction`` of the training set is
+    held out (seeded). ``split_index``: for sets without an official split, train on split
+    ``i`` of the seeded random ``1 − test_fraction`` / ``test_fraction`` splits and test on its
+    held-out part (the 10-split protocol runs ``i = 0…9``). ``test``: sets evaluated with the
+    selected model at the end. ``cache_dir``: decode each training video once (see
+    :class:`~kvq.data.datasets.VideoQualityDataset`).
+    """
+
+    data_root: str = "."
+    labels_root: str | None = None
+    train: str = "lsvq_train"
+    val: str | None = None
+    val_fraction: float = 0.05
+    test: tuple[str, ...] = ()
+    split_index: int | None = None
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    num_workers: int = 4
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW with warm-up + cosine per step; ``batch_size`` is the global batch (all ranks)."""
+
+    lr: float = 5e-4
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.5
+    epochs: int = 30
+    batch_size: int = 16
+    ema_decay: float = 0.999
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``kvq train`` needs. ``precision``: ``auto`` (bf16 autocast on GPUs that
+    support it, else fp16; always fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+    ``checkpoint_every``: steps between resumable checkpoints (0: at epoch ends only).
+    ``max_steps``: stop (with a checkpoint) after this many steps, e.g. for a time budget.
+    ``deterministic``: deterministic kernels (a CPU run then repeats bit for bit; on GPUs it
+    costs speed and only warns where an op has no deterministic version)."""
+
+    output_dir: str = "runs/kvq"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval_every: int = 1
+    checkpoint_every: int = 0
+    max_steps: int | None = None
+    deterministic: bool = True
+    log_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.optim.batch_size < 2:
+            raise ConfigError("optim.batch_size must be >= 2 (the batch losses compare videos)")
+        if self.eval_every < 1 or self.log_every < 1 or self.checkpoint_every < 0:
+            raise ConfigError("eval_every and log_every must be >= 1, checkpoint_every >= 0")
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists (for YAML/JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _convert(annotation: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value, where) if len(options) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is float:
+        # PyYAML reads exponents without a dot (5e-4) as strings.
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if annotation in (int, str, bool) and not isinstance(value, annotation):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    if annotation is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {
+        key: _convert(hints[key], value, f"{where}.{key}" if where else key)
+        for key, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from None
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """Build a :class:`TrainConfig` from nested plain values (parsed YAML)."""
+    return _build(TrainConfig, values, "")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML config; ``overrides`` (nested dict) are merged on top of the file."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config_from_dict(_merge(values, overrides or {}))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

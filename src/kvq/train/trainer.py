@@ -1,0 +1,442 @@
+"""The training loop of DESIGN.md §1.6: AdamW, warm-up + cosine, EMA, LPC, DDP, exact resume.
+
+One :class:`Trainer` per process; under ``torchrun`` every process trains its share of each
+global batch inside DistributedDataParallel. The output folder receives::
+
+    config.yaml       the resolved config
+    last.pt           resumable state (model, optimiser, scheduler, EMA, step, RNG, best)
+    best.safetensors  EMA weights with the best validation (SRCC + PLCC)/2
+    train_log.csv     step, epoch, lr, loss terms          (TensorBoard too, if installed)
+    val_log.csv       validation metrics after each evaluated epoch
+    test_metrics.json + test_<set>.csv   the selected model on the test sets
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from kvq.data.datasets import EpochSampler, VideoQualityDataset, collate_clips
+from kvq.models import build_model, load_pretrained, save_pretrained
+from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
+from kvq.train.config import TrainConfig
+from kvq.train.data import LabelledSet, build_run_data
+from kvq.train.distributed import DistEnv, init_from_env, is_distributed
+from kvq.train.ema import ModelEMA
+from kvq.train.evaluate import Predictions, autocast, predict, to_model_input
+from kvq.train.losses import KVQLoss, cube_quality_map
+
+
+class TrainError(RuntimeError):
+    """Training cannot go on: no readable training video, or a checkpoint from another setup."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended. ``finished`` is False when it stopped at ``max_steps``."""
+
+    output_dir: Path
+    steps: int
+    finished: bool
+    best: dict | None = None
+    tests: dict[str, dict] = field(default_factory=dict)
+
+
+class TrainForward(nn.Module):
+    """The whole training forward in one module call, so that DDP sees every use of every
+    parameter: the clip's score and quality map ``Q``, and ``Q̂`` from its cubes (LPC)."""
+
+    def __init__(self, model: nn.Module, lpc_cube: tuple[int, int, int] | None) -> None:
+        super().__init__()
+        self.model = model
+        self.lpc_cube = lpc_cube
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        out = self.model(x)
+        q_hat = None
+        if self.lpc_cube is not None:
+            grid = tuple(out.local_quality.shape[1:])
+            q_hat = cube_quality_map(self.model.local_quality, x, self.lpc_cube, grid)
+        return out.score, out.local_quality, q_hat
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def param_groups(model: nn.Module, lr: float, backbone_mult: float, weight_decay: float) -> list:
+    """Backbone parameters at ``lr·backbone_mult``, heads and the prior fusion at ``lr``."""
+    backbone, heads = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (backbone if name.startswith("backbone.") else heads).append(param)
+    return [
+        {"params": backbone, "lr": lr * backbone_mult, "weight_decay": weight_decay},
+        {"params": heads, "lr": lr, "weight_decay": weight_decay},
+    ]
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: only on GPUs (on CPUs bf16 is emulated and slower than fp32)."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+# Config sections a resumed run must share with the run that wrote the checkpoint.
+_RESUME_KEYS = ("seed", "model", "data", "optim", "loss")
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        gpu = config.device != "cpu" and torch.cuda.is_available()
+        self.env = init_from_env("cuda" if gpu else "cpu")
+        self.device = resolve_device(config.device, self.env)
+        if config.deterministic:
+            # cuBLAS needs a fixed workspace to be deterministic; set before its first use.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.amp_dtype = amp_dtype(config.precision, self.device)
+        self.out = Path(config.output_dir)
+        self.data = build_run_data(config.data)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.model = self._build_model().to(self.device)
+        self.ema = ModelEMA(self.model, config.optim.ema_decay)
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, optim.lr, optim.backbone_lr_mult, optim.weight_decay)
+        )
+        self.sampler = EpochSampler(
+            len(self.data.train.labels),
+            optim.batch_size,
+            config.seed,
+            self.env.rank,
+            self.env.world_size,
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = optim.epochs * self.steps_per_epoch
+        warmup = round(optim.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(warmup, self.total_steps)
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        lpc_cube = tuple(config.loss.lpc_cube) if config.loss.lpc_weight else None
+        self.forward: nn.Module = TrainForward(self.model, lpc_cube)
+        if is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+        self.loss = KVQLoss(config.loss)
+        self.train_set = VideoQualityDataset(
+            self.data.train.labels,
+            self.data.train.video_root,
+            config.data.clip,
+            train=True,
+            cache_dir=config.data.cache_dir,
+            substitute_failed=True,
+        )
+        torch.manual_seed(config.seed + 1 + self.env.rank)  # independent dropout per rank
+        self.step = 0
+        self.best: dict | None = None
+        self._reported: set[str] = set()
+        self._tb = None
+
+    def _build_model(self) -> nn.Module:
+        section = self.config.model
+        model = build_model(
+            section.arch, grad_checkpointing=section.grad_checkpointing, **section.overrides
+        )
+        if section.pretrained:
+            report = load_pretrained(model, section.pretrained)
+            self._log(str(report))
+        return model
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log(self, message: str) -> None:
+        if self.env.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    def _append_csv(self, name: str, row: dict) -> None:
+        if not self.env.is_main:
+            return
+        path = self.out / name
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, float | int):
+                    self._tb.add_scalar(f"{Path(name).stem}/{key}", value, row["step"])
+
+    def _truncate_logs(self) -> None:
+        """After a resume, drop log rows of steps the checkpoint does not contain."""
+        for name in ("train_log.csv", "val_log.csv"):
+            path = self.out / name
+            if self.env.is_main and path.exists():
+                with path.open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+                if not rows:
+                    continue
+                kept = [r for r in rows if int(r["step"]) <= self.step]
+                with path.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+    def _open_tensorboard(self) -> None:
+        if not self.env.is_main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # TensorBoard is optional; the CSV logs are always written
+            return
+        self._tb = SummaryWriter(str(self.out / "tensorboard"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        states = [rng_state()]
+        if is_distributed():
+            states = [None] * self.env.world_size
+            torch.distributed.all_gather_object(states, rng_state())
+        if not self.env.is_main:
+            return
+        atomic_save(
+            {
+                "format": FORMAT,
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "best": self.best,
+                "rng": states,
+                "config": self.config.to_dict(),
+            },
+            self.out / "last.pt",
+        )
+
+    def restore(self, path: Path) -> None:
+        state = load_state(path)
+        stored, current = state["config"], self.config.to_dict()
+        changed = [k for k in _RESUME_KEYS if stored.get(k) != current[k]]
+        if changed:
+            raise TrainError(
+                f"{path} was written with different {', '.join(changed)} settings; "
+                "use another output_dir or the original config"
+            )
+        if len(state["rng"]) != self.env.world_size:
+            raise TrainError(
+                f"{path} was written by {len(state['rng'])} processes, this run has "
+                f"{self.env.world_size}; resume with the same number of processes"
+            )
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best = int(state["step"]), state["best"]
+        set_rng_state(state["rng"][self.env.rank])
+        self._log(f"resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool = True) -> TrainResult:
+        """Train (continuing from ``last.pt`` when ``resume`` and it exists), then test."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume and (self.out / "last.pt").exists():
+            self.restore(self.out / "last.pt")
+            self._truncate_logs()
+        if self.env.is_main:
+            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            (self.out / "config.yaml").write_text(text)
+        self._open_tensorboard()
+        limit = self.total_steps
+        if self.config.max_steps is not None:
+            limit = min(limit, self.config.max_steps)
+        bar = None
+        if self.config.progress and self.env.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train")
+        try:
+            while self.step < limit:
+                self._train_epoch(limit, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        finished = self.step >= self.total_steps
+        tests = self.test() if finished else {}
+        return TrainResult(self.out, self.step, finished, self.best, tests)
+
+    def _train_epoch(self, limit: int, bar) -> None:
+        epoch, start = divmod(self.step, self.steps_per_epoch)
+        self.sampler.set_epoch(epoch, start)
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=self.sampler.local_batch,
+            sampler=self.sampler,
+            num_workers=self.config.data.num_workers,
+            collate_fn=collate_clips,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            # Worker seeds come from this generator, not from the global RNG that resume restores.
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+        for batch in loader:
+            terms = self._train_step(batch)
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['total']:.4f}", epoch=epoch)
+            if self.step % self.config.log_every == 0 or self.step == limit:
+                lr = self.optimizer.param_groups[1]["lr"]
+                self._append_csv(
+                    "train_log.csv", {"step": self.step, "epoch": epoch, "lr": lr, **terms}
+                )
+            saved = False
+            if self.step % self.steps_per_epoch == 0:
+                if (epoch + 1) % self.config.eval_every == 0 or self.step == self.total_steps:
+                    self.validate(epoch)
+                self.save_checkpoint()
+                saved = True
+            elif self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save_checkpoint()
+                saved = True
+            if self.step >= limit:
+                if not saved:
+                    self.save_checkpoint()
+                return
+
+    def _train_step(self, batch: dict) -> dict[str, float]:
+        for path, reason in batch["skipped"]:
+            if path not in self._reported:
+                self._reported.add(path)
+                print(f"[rank {self.env.rank}] skipping {path}: {reason}", file=sys.stderr)
+        if batch["clip"] is None:
+            raise TrainError(f"no readable training video under {self.data.train.video_root}")
+        x = to_model_input(batch["clip"], self.device)
+        mos = batch["mos"].to(self.device)
+        self.forward.train()
+        with autocast(self.device, self.amp_dtype):
+            score, q, q_hat = self.forward(x)
+        terms = self.loss(score, mos, q, q_hat)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms.total).backward()
+        if self.config.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        return terms.as_floats()
+
+    # ------------------------------------------------------------------ evaluation
+    def _predict(self, model: nn.Module, part: LabelledSet) -> Predictions:
+        preds = predict(
+            model,
+            part,
+            self.config.data.clip,
+            self.device,
+            self.sampler.local_batch,
+            self.config.data.num_workers,
+            self.amp_dtype,
+        )
+        for path, reason in preds.skipped:
+            self._log(f"skipping {path}: {reason}")
+        return preds
+
+    def validate(self, epoch: int) -> dict:
+        """Score the validation set with the EMA weights; keep them if they are the best."""
+        metrics = self._predict(self.ema.module, self.data.val).metrics("linear").as_dict()
+        selection = (metrics["srcc"] + metrics["plcc"]) / 2
+        self._append_csv("val_log.csv", {"step": self.step, "epoch": epoch, **metrics})
+        self._log(f"epoch {epoch}: val SRCC {metrics['srcc']:.4f} PLCC {metrics['plcc']:.4f}")
+        if math.isfinite(selection) and (self.best is None or selection > self.best["selection"]):
+            self.best = {"selection": selection, "epoch": epoch, "step": self.step, **metrics}
+            if self.env.is_main:
+                save_pretrained(self.ema.module, self.out / "best.safetensors", self._metadata())
+        return metrics
+
+    def _metadata(self) -> dict:
+        clip = self.config.data.clip
+        return {
+            "input": {
+                "num_segments": clip.num_segments,
+                "frames_per_segment": clip.frames_per_segment,
+                "stride": clip.stride,
+                "size": list(clip.size),
+                "view": clip.view,
+            },
+            "training": {
+                "train_set": self.config.data.train,
+                "step": self.step,
+                "best": self.best,
+                "config": self.config.to_dict(),
+            },
+        }
+
+    def test(self) -> dict[str, dict]:
+        """The selected weights (best validation, else the final EMA) on every test set."""
+        model = self.ema.module
+        best = self.out / "best.safetensors"
+        if is_distributed():
+            torch.distributed.barrier()  # rank 0 has finished writing best.safetensors
+        if best.exists():
+            model = build_model(self.config.model.arch, **self.config.model.overrides)
+            load_pretrained(model, best, strict=True)
+            model.to(self.device)
+        results = {}
+        for part in self.data.tests:
+            preds = self._predict(model, part)
+            results[part.name] = preds.metrics("linear").as_dict()
+            if self.env.is_main:
+                preds.to_csv(self.out / f"test_{_slug(part.name)}.csv")
+        if self.env.is_main and results:
+            (self.out / "test_metrics.json").write_text(json.dumps(results, indent=2))
+        return results
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+
+
+def train(config: TrainConfig, resume: bool = True) -> TrainResult:
+    """Run :class:`Trainer` on ``config`` (inside ``torchrun`` when several processes)."""
+    return Trainer(config).run(resume)

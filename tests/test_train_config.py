@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from kvq.train.config import ConfigError, TrainConfig, config_from_dict, load_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_the_paper_recipe():
+    config = TrainConfig()
+    assert (config.optim.lr, config.optim.backbone_lr_mult, config.optim.weight_decay) == (
+        5e-4,
+        0.1,
+        0.05,
+    )
+    assert (config.optim.warmup_epochs, config.optim.epochs, config.optim.batch_size) == (
+        2.5,
+        30,
+        16,
+    )
+    assert config.optim.ema_decay == 0.999
+    assert (config.loss.rank_weight, config.loss.lpc_weight) == (0.5, 0.05)
+    assert config.loss.lpc_cube == (2, 32, 32)
+    assert config.data.clip.size == (448, 448) and config.data.clip.clip_len == 32
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config_from_dict(config.to_dict()) == config  # round trip through plain values
+
+
+def test_yaml_values_are_typed_and_merged_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "optim: {lr: 1, weight_decay: 5e-2, epochs: 3}\nloss: {lpc_cube: [2, 28, 28]}\n"
+        "data: {test: konvid_1k, clip: {size: [224, 224]}}\n"
+    )
+    config = load_config(path, {"optim": {"epochs": 5}, "output_dir": "x"})
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.optim.weight_decay == 0.05  # YAML reads 5e-2 as a string
+    assert (config.optim.epochs, config.output_dir) == (5, "x")
+    assert config.loss.lpc_cube == (2, 28, 28) and config.data.test == ("konvid_1k",)
+    assert config.data.clip.size == (224, 224)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"optim": {"learning_rate": 1}}, r"optim: unknown key\(s\) \['learning_rate'\]"),
+        ({"optim": {"epochs": "ten"}}, "optim.epochs: expected int"),
+        ({"data": {"clip": {"view": "zoom"}}}, "data.clip: ClipSpec.view"),
+        ({"precision": "fp8"}, "precision"),
+        ({"model": []}, "model: expected a mapping"),
+    ],
+)
+def test_bad_configs_name_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
