@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import kvq
 from kvq.cli.main import main
 from kvq.data.labels import VideoLabel, read_video_labels, write_video_labels
 from kvq.train import TrainError, config_from_dict, train
@@ -103,6 +104,18 @@ def test_tiny_training_learns_noise_strength_on_held_out_videos(noise_corpus, tm
     assert len((out / "val_log.csv").read_text().splitlines()) == 1 + 3
     rows = (out / "test_test.csv").read_text().splitlines()
     assert rows[0] == "path,mos,prediction" and len(rows) == 13
+
+    # The weights carry a calibration to the labels' scale, fitted on the validation split.
+    predictor = kvq.load(out / "best.safetensors", device="cpu")
+    mos = [lb.mos for lb in read_video_labels(noise_corpus / "train.txt")]
+    assert (predictor.calibration.low, predictor.calibration.high) == (min(mos), max(mos))
+    assert predictor.calibration.a != 1.0
+    first = read_video_labels(noise_corpus / "test.txt")[0]
+    result = predictor.score(noise_corpus / first.path)
+    assert min(mos) <= result.score <= max(mos)
+    assert result.score == pytest.approx(
+        min(max(mos), max(min(mos), predictor.calibration(result.raw_score)))
+    )
 
     # kvq eval on the selected weights: the same test metrics; a missing video is skipped.
     labels = read_video_labels(noise_corpus / "test.txt")

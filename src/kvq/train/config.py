@@ -59,6 +59,8 @@ class DataSection:
     clip: ClipSpec = field(default_factory=ClipSpec)
     num_workers: int = 4
     cache_dir: str | None = None
+    score_range: tuple[float, float] | None = None
+    score_scale: str = "MOS"
 
 
 @dataclass(frozen=True)

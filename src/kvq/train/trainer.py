@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -384,15 +385,28 @@ class Trainer:
 
     def validate(self, epoch: int) -> dict:
         """Score the validation set with the EMA weights; keep them if they are the best."""
-        metrics = self._predict(self.ema.module, self.data.val).metrics("linear").as_dict()
+        preds = self._predict(self.ema.module, self.data.val)
+        metrics = preds.metrics("linear").as_dict()
         selection = (metrics["srcc"] + metrics["plcc"]) / 2
         self._append_csv("val_log.csv", {"step": self.step, "epoch": epoch, **metrics})
         self._log(f"epoch {epoch}: val SRCC {metrics['srcc']:.4f} PLCC {metrics['plcc']:.4f}")
         if math.isfinite(selection) and (self.best is None or selection > self.best["selection"]):
             self.best = {"selection": selection, "epoch": epoch, "step": self.step, **metrics}
+            self.best["calibration"] = self._calibration(preds)
             if self.env.is_main:
                 save_pretrained(self.ema.module, self.out / "best.safetensors", self._metadata())
         return metrics
+
+    def _calibration(self, preds: Predictions) -> dict:
+        """Raw score → published score: the least-squares line from the selected model's
+        validation predictions to their labels, clipped to the score range."""
+        a, b = np.polyfit(preds.scores.astype(np.float64), preds.mos.astype(np.float64), 1)
+        low, high = self.config.data.score_range or (
+            min(lb.mos for lb in self.data.train.labels),
+            max(lb.mos for lb in self.data.train.labels),
+        )
+        scale = f"{self.config.data.score_scale} {low:g}-{high:g}"
+        return {"a": float(a), "b": float(b), "low": low, "high": high, "scale": scale}
 
     def _metadata(self) -> dict:
         clip = self.config.data.clip
@@ -404,6 +418,7 @@ class Trainer:
                 "size": list(clip.size),
                 "view": clip.view,
             },
+            "calibration": (self.best or {}).get("calibration"),
             "training": {
                 "train_set": self.config.data.train,
                 "step": self.step,
