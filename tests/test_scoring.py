@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -185,8 +186,17 @@ def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path):
         "--master-port", str(free_port()), "-m", "kvq.cli.main", "score", str(media),
         "--weights", str(weights), "--out", str(sharded), "--device", "cpu", "--quiet",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # A session of its own, so that a hang kills the ranks too, not only the launcher.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, stderr[-2000:]
     one = strip_timings(map(json.loads, single.read_text().splitlines()))
     two = strip_timings(map(json.loads, sharded.read_text().splitlines()))
     assert [r["path"] for r in two] == [r["path"] for r in one]
