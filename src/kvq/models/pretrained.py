@@ -175,9 +175,14 @@ def load_pretrained(model: KVQModel, path: str | Path, strict: bool = False) -> 
 
 
 def load_state(
-    model: KVQModel, state: dict[str, Tensor], source: str = "<state_dict>", strict: bool = False
+    model: KVQModel,
+    state: dict[str, Tensor],
+    source: str = "<state_dict>",
+    strict: bool = False,
+    assign: bool = False,
 ) -> LoadReport:
-    """:func:`load_pretrained` for a state_dict already in memory (``source`` names it)."""
+    """:func:`load_pretrained` for a state_dict already in memory (``source`` names it);
+    ``assign`` takes the tensors themselves (for a model built on the meta device)."""
     path = source
     layout = detect_layout(list(state))
     report = LoadReport(source, layout)
@@ -193,7 +198,7 @@ def load_state(
             f"{path}: read as {LAYOUTS[layout]}, but {len(mismatched)} tensor(s) do not fit the "
             f"model (is it the same architecture?): " + "; ".join(mismatched[:5])
         )
-    result = model.load_state_dict(mapped, strict=False)
+    result = model.load_state_dict(mapped, strict=False, assign=assign)
     report.unexpected = list(result.unexpected_keys)
     for key in result.missing_keys:
         if layout == "video-swin-k400" and not key.startswith("backbone."):
@@ -229,6 +234,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KV
             f"{path}: has no kvq config in its header; build the model with kvq.build_model(...) "
             "and use kvq.load_pretrained(model, path)"
         )
-    model = KVQModel(KVQConfig.from_dict(header["model"]))
-    load_state(model, state, str(path), strict=True)
+    with torch.device("meta"):  # no time spent initialising weights that are replaced
+        model = KVQModel(KVQConfig.from_dict(header["model"]))
+    load_state(model, state, str(path), strict=True, assign=True)
     return model.to(device).eval(), header

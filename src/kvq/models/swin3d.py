@@ -493,7 +493,8 @@ class SwinTransformer3D(nn.Module):
     ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed3D(patch_size, embed_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        n_blocks = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate
+        rates = [drop_path_rate * i / max(1, n_blocks - 1) for i in range(n_blocks)]
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
