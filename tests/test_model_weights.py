@@ -112,7 +112,22 @@ def test_own_format_round_trips_with_config(tmp_path):
         torch.testing.assert_close(rebuilt(clip).score, model(clip).score, rtol=0, atol=0)
     report = kvq.load_pretrained(kvq.build_model("kvq-xs", **_arch(model)), path)
     assert report.layout == "kvq" and report.ok
-    assert len(report.loaded) == len(model.state_dict())
+    derived = [k for k in model.state_dict() if k.endswith("relative_position_index")]
+    assert sorted(report.initialised) == sorted(derived)  # computed, not stored
+    assert len(report.loaded) == len(model.state_dict()) - len(derived)
+
+
+def test_half_precision_file_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1)).eval()
+    path = save_pretrained(model, tmp_path / "half.safetensors", dtype=torch.float16)
+    full = save_pretrained(model, tmp_path / "full.safetensors")
+    assert path.stat().st_size < 0.6 * full.stat().st_size
+    rebuilt, _ = load_model(path)
+    assert all(p.dtype == torch.float32 for p in rebuilt.parameters())
+    for key, value in model.state_dict().items():
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        assert torch.equal(rebuilt.state_dict()[key], expected), key
 
 
 def _arch(model):

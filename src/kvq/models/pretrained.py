@@ -43,6 +43,8 @@ _AUTHORS_RENAMES = (
     ("weight_head.", "saliency_head."),
     ("weight_conv.", "prior_fusion."),
 )
+# A buffer computed from the window size: our own files leave it out (1.2 MB per block).
+DERIVED_SUFFIX = "relative_position_index"
 _IWA_PARAM = re.compile(r"^(backbone\.layers\.\d+\.blocks\.\d+\.attn\.)(qkv|proj)\.(weight|bias)$")
 
 
@@ -58,7 +60,7 @@ class LoadReport:
     layout: str
     loaded: list[str] = field(default_factory=list)
     copied: dict[str, str] = field(default_factory=dict)  # model key ← file key (CWA from W-MSA)
-    initialised: list[str] = field(default_factory=list)  # expected to be absent from the layout
+    initialised: list[str] = field(default_factory=list)  # absent by design of the layout
     ignored: list[str] = field(default_factory=list)  # file keys the layout never maps
     missing: list[str] = field(default_factory=list)  # unexplained: model keys the file lacks
     unexpected: list[str] = field(default_factory=list)  # unexplained: file keys with no place
@@ -201,7 +203,9 @@ def load_state(
     result = model.load_state_dict(mapped, strict=False, assign=assign)
     report.unexpected = list(result.unexpected_keys)
     for key in result.missing_keys:
-        if layout == "video-swin-k400" and not key.startswith("backbone."):
+        if key.endswith(DERIVED_SUFFIX) or (
+            layout == "video-swin-k400" and not key.startswith("backbone.")
+        ):
             report.initialised.append(key)
         else:
             report.missing.append(key)
@@ -211,14 +215,30 @@ def load_state(
     return report
 
 
-def save_pretrained(model: KVQModel, path: str | Path, metadata: dict | None = None) -> Path:
+def save_pretrained(
+    model: KVQModel,
+    path: str | Path,
+    metadata: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write ``model`` as safetensors with its config (and ``metadata``: input spec, score
-    calibration, provenance, …) as JSON in the header. Written atomically (temp + rename)."""
+    calibration, provenance, …) as JSON in the header. Written atomically (temp + rename).
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors at that precision to halve
+    the file; loading casts them back to the model's precision.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     header = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(metadata or {})}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(DERIVED_SUFFIX):
+            continue
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
     tmp.replace(path)
@@ -229,6 +249,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KV
     """Rebuild the model stored in one of our safetensors files → ``(model in eval mode,
     the file's JSON config)``."""
     state, header = read_state_dict(path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if "model" not in header:
         raise WeightsError(
             f"{path}: has no kvq config in its header; build the model with kvq.build_model(...) "

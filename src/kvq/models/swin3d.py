@@ -59,13 +59,18 @@ def window_reverse(windows: Tensor, window: Size3, grid: Size3) -> Tensor:
 
 
 def relative_position_index(window: Size3) -> Tensor:
-    """``(N, N)`` index into the ``(2wd-1)(2wh-1)(2ww-1)``-row relative position bias table."""
-    coords = torch.stack(torch.meshgrid(*(torch.arange(k) for k in window), indexing="ij"))
-    coords = coords.flatten(1)  # (3, N)
+    """``(N, N)`` index into the ``(2wd-1)(2wh-1)(2ww-1)``-row relative position bias table.
+
+    Always built on the CPU (a constant, also when the model is built on the meta device).
+    """
+    cpu = torch.device("cpu")
+    coords = torch.stack(
+        torch.meshgrid(*(torch.arange(k, device=cpu) for k in window), indexing="ij")
+    ).flatten(1)  # (3, N)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3)
-    rel = rel + torch.tensor([k - 1 for k in window])
+    rel = rel + torch.tensor([k - 1 for k in window], device=cpu)
     _, wh, ww = window
-    return (rel * torch.tensor([(2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1])).sum(-1)
+    return (rel * torch.tensor([(2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1], device=cpu)).sum(-1)
 
 
 @lru_cache(maxsize=64)
