@@ -12,7 +12,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="session")
 def reference_keys():
-    """Read a checkpoint key list (tests/data/*.tsv, copied from shared/reference) → {key: shape}."""
+    """Read a checkpoint key list (tests/data/*.tsv, from shared/reference) → {key: shape}."""
 
     def read(name: str) -> dict[str, tuple[int, ...]]:
         keys = {}

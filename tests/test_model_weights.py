@@ -148,7 +148,7 @@ def test_missing_and_unexpected_keys_are_reported(tmp_path, kvq_t):
 def test_shape_mismatch_names_the_layout(tmp_path):
     small = kvq.build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1))
     path = save_pretrained(small, tmp_path / "small.safetensors")
-    with pytest.raises(WeightsError, match="kvq's own layout.*do not fit"):
+    with pytest.raises(WeightsError, match=r"kvq's own layout.*do not fit"):
         kvq.load_pretrained(kvq.build_model("kvq-xs"), path)
 
 
