@@ -107,6 +107,8 @@ def test_tiny_training_learns_noise_strength_on_held_out_videos(noise_corpus, tm
 
     # The weights carry a calibration to the labels' scale, fitted on the validation split.
     predictor = kvq.load(out / "best.safetensors", device="cpu")
+    clip = config_from_dict(_config(noise_corpus, tmp_path / "run")).data.clip
+    assert predictor.spec == clip  # the weights carry their whole input spec
     mos = [lb.mos for lb in read_video_labels(noise_corpus / "train.txt")]
     assert (predictor.calibration.low, predictor.calibration.high) == (min(mos), max(mos))
     assert predictor.calibration.a != 1.0

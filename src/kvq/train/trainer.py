@@ -14,6 +14,7 @@ global batch inside DistributedDataParallel. The output folder receives::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -409,15 +410,10 @@ class Trainer:
         return {"a": float(a), "b": float(b), "low": low, "high": high, "scale": scale}
 
     def _metadata(self) -> dict:
-        clip = self.config.data.clip
+        clip = dataclasses.asdict(self.config.data.clip)
+        clip["size"] = list(clip["size"])
         return {
-            "input": {
-                "num_segments": clip.num_segments,
-                "frames_per_segment": clip.frames_per_segment,
-                "stride": clip.stride,
-                "size": list(clip.size),
-                "view": clip.view,
-            },
+            "input": clip,
             "calibration": (self.best or {}).get("calibration"),
             "training": {
                 "train_set": self.config.data.train,
