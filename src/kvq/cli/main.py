@@ -14,7 +14,15 @@ import sys
 from collections.abc import Sequence
 
 # Order is the order shown in ``kvq --help``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("info",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "info",
+    "score",
+    "annotate",
+    "synth",
+    "train",
+    "eval",
+    "lpvq",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

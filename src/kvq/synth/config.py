@@ -1,0 +1,72 @@
+"""Configuration of the synthetic corpus (:class:`SynthConfig`) and its two presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from kvq.synth.distortions import FACTORS
+from kvq.synth.errors import SynthError
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that decides the content of a corpus; with the seed it fixes every byte of the
+    labels.
+
+    ``max_distortions`` factors are drawn per video (at least one), each whole-frame with
+    probability ``whole_frame_prob`` or else inside a random region mask (bokeh always in the
+    background). ``storage_crf`` is the H.264 quality of the stored files; the labels measure the
+    stored file, so its own (small) loss is part of the label.
+    """
+
+    num_videos: int = 1000
+    width: int = 640
+    height: int = 360
+    num_frames: int = 60
+    fps: float = 15.0
+    seed: int = 0
+    splits: tuple[tuple[str, float], ...] = (("train", 0.7), ("val", 0.15), ("test", 0.15))
+    factors: tuple[str, ...] = FACTORS
+    max_distortions: int = 3
+    whole_frame_prob: float = 0.3
+    pristine_prob: float = 0.05
+    overlay_prob: float = 0.3
+    storage_crf: int = 18
+    x264_preset: str = "veryfast"
+    vmaf_subsample: int = 2
+    ssim_frames: int = 8
+
+    def __post_init__(self) -> None:
+        if self.num_videos < 1:
+            raise SynthError(f"num_videos must be at least 1, got {self.num_videos}")
+        if self.width < 64 or self.height < 64 or self.width % 2 or self.height % 2:
+            raise SynthError(
+                f"frame size must be even and at least 64×64, got {self.width}×{self.height}"
+            )
+        if self.num_frames < 2 or self.fps <= 0:
+            raise SynthError(
+                f"need at least 2 frames at a positive fps, got {self.num_frames} at {self.fps}"
+            )
+        unknown = set(self.factors) - set(FACTORS)
+        if unknown or not self.factors:
+            raise SynthError(f"unknown quality factors {sorted(unknown)}; known: {list(FACTORS)}")
+        if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6:
+            raise SynthError(f"split fractions must sum to 1, got {self.splits}")
+        if not 1 <= self.max_distortions <= len(self.factors):
+            raise SynthError(f"max_distortions must be in 1..{len(self.factors)}")
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @classmethod
+    def default(cls, **overrides) -> SynthConfig:
+        """The default corpus: 1000 clips of 4 s at 640×360, 15 fps (60 frames: enough for the
+        8 × 4-frame stride-2 sampling of DESIGN §1.1, and it builds in well under an hour)."""
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def small(cls, **overrides) -> SynthConfig:
+        """A test-sized corpus that builds in seconds: 12 clips of 16 frames at 160×96."""
+        small = cls(num_videos=12, width=160, height=96, num_frames=16, fps=15.0, ssim_frames=4)
+        return replace(small, **overrides)

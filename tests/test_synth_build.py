@@ -1,0 +1,144 @@
+"""Corpus building: label files, splits by content, determinism, resuming, CLI errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kvq.cli.main import main
+from kvq.data.labels import read_lpvq_labels, read_video_labels
+from kvq.synth import SynthConfig, SynthError, build_corpus, find_sources, plan_corpus
+from kvq.synth.distortions import encode_h264
+from test_synth_distortions import textured_clip
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """Four generated photographs and one generated video."""
+    root = tmp_path_factory.mktemp("sources")
+    for k in range(4):
+        Image.fromarray(textured_clip(1, 240, 400, seed=10 + k)[0]).save(root / f"photo{k}.png")
+    (root / "clips").mkdir()
+    encode_h264(
+        textured_clip(20, 120, 200, seed=20), str(root / "clips" / "walk.mp4"), 25.0, 18, "veryfast"
+    )
+    return root
+
+
+CONFIG = SynthConfig.small(num_videos=8, num_frames=10)
+
+
+@pytest.fixture(scope="module")
+def corpus(sources, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    summary = build_corpus(out, [sources], CONFIG, workers=2, progress=False)
+    assert summary.num_items == summary.num_built == 8
+    return out
+
+
+def label_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "labels").iterdir())}
+
+
+def test_corpus_has_videos_stills_and_valid_labels(corpus):
+    records = 0
+    for split in ("train", "val", "test"):
+        videos = read_video_labels(corpus / "labels" / f"{split}.txt")
+        local = read_lpvq_labels(corpus / "labels" / f"{split}_local.txt")
+        stills = read_lpvq_labels(corpus / "labels" / f"{split}_stills.txt")
+        assert [v.path for v in videos] == list(local)
+        assert len(stills) == len(videos) > 0
+        for v in videos:
+            assert (corpus / v.path).stat().st_size > 0
+            assert 1.0 <= v.mos <= 5.0
+            assert v.duration == pytest.approx(CONFIG.duration) and v.fps == CONFIG.fps
+        for name, grid in {**local, **stills}.items():
+            assert (corpus / name).exists()
+            assert grid.shape == (7, 7) and np.all((grid >= 1) & (grid <= 5))
+        records += len(videos)
+    assert records == CONFIG.num_videos
+    still = np.asarray(Image.open(next((corpus / "stills").iterdir())))
+    assert still.shape == (CONFIG.height, CONFIG.width, 3)
+
+
+def test_labels_are_measured_not_constant(corpus):
+    import json
+
+    items = json.loads((corpus / "manifest.json").read_text())["items"]
+    assert len({it["mos"] for it in items}) > 1
+    # a clip whose distortions are all regional has unequal cells
+    regional = [
+        it
+        for it in items
+        if it["distortions"] and all(d["mask"]["kind"] != "full" for d in it["distortions"])
+    ]
+    assert any(np.ptp(it["local_mos"]) > 0.2 for it in regional)
+
+
+def test_splits_share_no_source(corpus, sources):
+    import json
+
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    split_of: dict[str, set[str]] = {}
+    for item in manifest["items"]:
+        split_of.setdefault(item["source"], set()).add(item["split"])
+    assert all(len(splits) == 1 for splits in split_of.values())
+    assert {s for splits in split_of.values() for s in splits} == {"train", "val", "test"}
+    # the plan agrees, for other seeds as well
+    for seed in range(5):
+        plans = plan_corpus(find_sources([sources]), SynthConfig.small(seed=seed))
+        by_source: dict[str, set[str]] = {}
+        for p in plans:
+            by_source.setdefault(p.source.name, set()).add(p.split)
+        assert all(len(s) == 1 for s in by_source.values())
+
+
+def test_same_seed_gives_byte_identical_labels(corpus, sources, tmp_path):
+    build_corpus(tmp_path, [sources], CONFIG, workers=1, progress=False)
+    assert label_bytes(tmp_path) == label_bytes(corpus)
+    assert (tmp_path / "manifest.json").read_bytes() == (corpus / "manifest.json").read_bytes()
+    other = plan_corpus(find_sources([sources]), SynthConfig.small(num_videos=8, seed=1))
+    assert other != plan_corpus(find_sources([sources]), CONFIG)
+
+
+def test_rerun_resumes_and_rebuilds_only_missing_items(corpus, sources):
+    before = label_bytes(corpus)
+    assert build_corpus(corpus, [sources], CONFIG, progress=False).num_built == 0
+    (corpus / "items" / "00003.json").unlink()
+    (corpus / "videos" / "00003.mp4").unlink()
+    assert build_corpus(corpus, [sources], CONFIG, progress=False).num_built == 1
+    assert label_bytes(corpus) == before
+
+
+def test_bad_input_gives_clear_errors(tmp_path, capsys):
+    with pytest.raises(SynthError, match="does not exist"):
+        find_sources([tmp_path / "missing"])
+    with pytest.raises(SynthError, match="no images or videos"):
+        find_sources([tmp_path])
+    with pytest.raises(SynthError, match="unknown quality factors"):
+        SynthConfig.small(factors=("sepia",))
+    assert (
+        main(["synth", str(tmp_path / "out"), "--sources", str(tmp_path / "nope"), "--small"]) == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_builds_small_corpus(sources, tmp_path, capsys):
+    code = main(
+        [
+            "synth",
+            str(tmp_path),
+            "--sources",
+            str(sources),
+            "--small",
+            "--num-videos",
+            "4",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "4 clips" in capsys.readouterr().out
+    assert len(read_video_labels(tmp_path / "labels" / "train.txt")) >= 1
