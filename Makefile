@@ -1,11 +1,12 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make demo   - create .venv, install kvq and run the main job
+#   make demo   - create .venv, install kvq, score the bundled sample video with the bundled
+#                 default weights and write its maps to demo/
 #   make test   - create .venv, install kvq with test tools and run the suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kvq-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/kvq info
+	$(VENV)/bin/kvq score samples/bigbuckbunny.mp4 --out demo/results.json --maps demo/maps
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -87,6 +87,22 @@ def test_predictor_scores_are_deterministic_and_calibrated(weights, media):
     assert from_tensor.raw_score == pytest.approx(a.raw_score, rel=1e-6)
 
 
+def test_several_clips_per_video_are_averaged(weights, media, tmp_path):
+    model, header = kvq.models.load_model(weights)
+    multi = save_pretrained(
+        model, tmp_path / "multi.safetensors", {**header, "input": {**INPUT, "num_clips": 2}}
+    )
+    predictor = kvq.load(multi, device="cpu")
+    result = predictor.score(media / "a.mp4")
+    assert result.error is None and result.local_quality.shape == (4, 2, 2)
+    assert result.frames.shape == (8, 64, 64, 3)
+    assert len(result.segments) == 4
+    clips = torch.from_numpy(np.stack([result.frames, result.frames]))[None]
+    raw, _, _ = predictor.forward(clips)
+    single, _, _ = predictor.forward(clips[:, 0])
+    assert raw[0] == pytest.approx(single[0], rel=1e-5)
+
+
 def test_unreadable_file_gives_error_result_not_exception(weights, broken):
     predictor = kvq.load(weights, device="cpu")
     result = predictor.score(broken / "empty.mp4")

@@ -144,10 +144,16 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 clips ``(B, T, H, W, 3)`` → raw scores ``(B,)``, Q and S ``(B, T', H', W')``."""
-        x = normalize_clip(frames).to(self.device)
+        """uint8 clips ``(B, T, H, W, 3)``, or ``(B, clips, T, H, W, 3)`` for several clips per
+        video (averaged) → raw scores ``(B,)``, Q and S ``(B, T', H', W')``."""
+        lead = frames.shape[: frames.ndim - 4]
+        x = normalize_clip(frames.reshape(-1, *frames.shape[-4:])).to(self.device)
         out = self.model(x)
-        return tuple(t.float().cpu().numpy() for t in (out.score, out.local_quality, out.saliency))
+        arrays = []
+        for t in (out.score, out.local_quality, out.saliency):
+            t = t.float().cpu().reshape(*lead, *t.shape[1:])
+            arrays.append((t.mean(dim=1) if len(lead) == 2 else t).numpy())
+        return tuple(arrays)
 
     def result(
         self,
@@ -164,10 +170,11 @@ class Predictor:
         per_slice = (quality * saliency).mean(axis=(1, 2))
         segments = []
         if indices is not None and info.get("fps"):
-            per = len(indices) // len(per_slice)  # sampled frames per output slice (2)
+            indices = indices.reshape(-1, indices.shape[-1])  # (clips, T)
+            per = indices.shape[1] // len(per_slice)  # sampled frames per output slice (2)
             fps = info["fps"]
             for i, value in enumerate(per_slice):
-                span = indices[i * per : (i + 1) * per]
+                span = indices[:, i * per : (i + 1) * per]
                 segments.append(
                     Segment(float(span.min() / fps), float((span.max() + 1) / fps), float(value))
                 )
@@ -180,7 +187,7 @@ class Predictor:
             timings=timings,
             local_quality=quality,
             saliency=saliency,
-            frames=frames.numpy(),
+            frames=(frames[0] if frames.ndim == 5 else frames).numpy(),
         )
 
     def score(self, source: str | Path | torch.Tensor) -> ScoreResult:
