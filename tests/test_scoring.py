@@ -118,7 +118,7 @@ def test_expand_inputs(media, tmp_path):
 
 
 def test_folder_with_broken_files_is_scored_and_reported(weights, broken, tmp_path, capsys):
-    out = tmp_path / "r.jsonl"
+    out = tmp_path / "new" / "folder" / "r.jsonl"  # folders of --out are created
     code = kvq_main(["score", str(broken), "--weights", str(weights), "--out", str(out)])
     assert code == 1  # some inputs failed
     rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}

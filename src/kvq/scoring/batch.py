@@ -84,6 +84,7 @@ class ResultsFile:
         if self.kind not in ("jsonl", "csv", "json"):
             raise ValueError(f"--out must end in .jsonl, .csv or .json, got {self.path.name}")
         self.journal = self.path.with_suffix(".partial.jsonl") if self.kind == "json" else self.path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
         if self.kind == "json" and self.path.exists() and not self.journal.exists():
             for row in json.loads(self.path.read_text(encoding="utf-8")):
