@@ -15,14 +15,22 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+def median_seconds(
+    fn: Callable[[], object],
+    repeats: int = 3,
+    warmup: int = 1,
+    sync: Callable[[], object] = lambda: None,
+) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs;
+    ``sync()`` waits for asynchronous device work (e.g. ``torch.cuda.synchronize``)."""
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

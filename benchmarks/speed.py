@@ -13,27 +13,21 @@ appended to benchmarks/RESULTS.md and written as JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
-import time
 
 import torch
-from common import markdown_table, record
+from common import markdown_table, median_seconds, record
 from model import count_flops
 
 import kvq
+from kvq.train.evaluate import autocast
 from kvq.train.losses import KVQLoss, cube_quality_map
 
 
 def parse_model(spec: str) -> tuple[str, dict]:
     arch, _, attention = spec.partition(":")
     return arch, ({"attention": attention} if attention else {})
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -48,30 +42,11 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
-    """Median seconds of ``fn()`` (device work included)."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
     arch, overrides = parse_model(spec)
     model = kvq.build_model(arch, **overrides).to(device)
     shape = (args.frames, args.size, args.size)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     row = {"model": spec, "clip": f"{args.frames}×{args.size}²", "device": str(device)}
 
     model.eval()
@@ -81,7 +56,7 @@ def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
     batch = torch.randn(args.batch, 3, *shape, device=device)
     reset_peak(device)
     with torch.inference_mode(), autocast(device, dtype):
-        seconds = timed(lambda: model(batch), device, args.repeats, args.warmup)
+        seconds = median_seconds(lambda: model(batch), args.repeats, args.warmup, sync)
     per_clip = seconds / args.batch
     row.update(
         infer_batch=args.batch,
@@ -112,7 +87,7 @@ def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
             optimizer.step()
 
         reset_peak(device)
-        seconds = timed(step, device, max(1, args.repeats // 2), 1)
+        seconds = median_seconds(step, max(1, args.repeats // 2), 1, sync)
         row.update(
             train_batch=args.train_batch,
             train_s_per_step=seconds,
