@@ -19,7 +19,7 @@ from pathlib import Path
 from common import markdown_table, median_seconds, record
 from decode import make_clip
 
-import kvq
+from kvq.scoring import DEFAULT_WEIGHTS, load
 from kvq.video import iter_frames
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    predictor = kvq.load(args.weights or kvq.scoring.DEFAULT_WEIGHTS, device=args.device)
+    predictor = load(args.weights or DEFAULT_WEIGHTS, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "clip_1080p30.mp4"
         make_clip(video, args.seconds)
