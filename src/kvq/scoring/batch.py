@@ -230,7 +230,8 @@ def run_scoring(
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1, a process group initialised by the caller) rank
     ``r`` scores inputs ``r::world`` into ``OUT.rank{r}.jsonl``; after a barrier rank 0 merges
-    every rank's rows into ``out``. ``on_result`` sees each new result (maps, progress).
+    every rank's rows into ``out`` and returns them (the other ranks return ``[]``).
+    ``on_result`` sees each new result (maps, progress).
     """
     rank, world = _rank_and_world()
     results = ResultsFile(out)
@@ -254,9 +255,9 @@ def run_scoring(
             for part in parts:
                 part.path.unlink(missing_ok=True)
         torch.distributed.barrier()
-        results = ResultsFile(out)
-    if rank == 0:
-        results.finalize(inputs)
+        if rank != 0:
+            return []  # rank 0 holds the merged rows
+    results.finalize(inputs)
     return [results.rows[p] for p in inputs if p in results.rows]
 
 
