@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kvq.models.swin3d import SwinTransformer3D
+from kvq.models.swin3d import PRIOR_IMPLS, SwinTransformer3D
 
 ATTENTIONS = ("iwa", "cwa", "fwa")
 
@@ -27,6 +27,8 @@ class KVQConfig:
 
     ``fusion_stages`` are the stages whose blocks use ``attention`` and yield saliency priors
     (stages 3 and 4 in the paper, 0-based ``(2, 3)``); ``topk`` has one entry per fusion stage.
+    ``prior_chunk`` and ``prior_impl`` only choose how the saliency priors are computed
+    (:func:`~kvq.models.swin3d.saliency_prior`), not what they are.
     """
 
     embed_dim: int = 96
@@ -43,6 +45,7 @@ class KVQConfig:
     head_hidden: int = 64
     head_dropout: float = 0.5
     prior_chunk: int = 1024
+    prior_impl: str = "auto"
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class KVQConfig:
                 )
         if self.prior_chunk < 1:
             raise ValueError("prior_chunk must be positive")
+        if self.prior_impl not in PRIOR_IMPLS:
+            raise ValueError(f"prior_impl must be one of {PRIOR_IMPLS}, got {self.prior_impl!r}")
 
     @property
     def num_priors(self) -> int:
@@ -138,6 +143,7 @@ class KVQModel(nn.Module):
             prior_stages=prior_stages,
         )
         self.backbone.set_grad_checkpointing(config.grad_checkpointing)
+        self.backbone.set_prior_impl(config.prior_impl)
         width = self.backbone.num_features
         self.quality_head = QualityHead(width, config.head_hidden, config.head_dropout)
         self.saliency_head = QualityHead(width, config.head_hidden, config.head_dropout)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,16 +74,28 @@ def relative_position_index(window: Size3) -> Tensor:
     return (rel * torch.tensor([(2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1], device=cpu)).sum(-1)
 
 
+class ShiftMask(NamedTuple):
+    """The shifted-window mask of one grid, as its few distinct patterns.
+
+    ``patterns`` ``(P, N, N)`` float (0 or ``SHIFT_MASK_VALUE``); ``order`` ``(nW,)`` sorts the
+    windows by pattern, ``counts`` says how many windows each pattern has in that order, and
+    ``restore`` ``(nW,)`` is the inverse permutation.
+    """
+
+    patterns: Tensor
+    order: Tensor
+    counts: tuple[int, ...]
+    restore: Tensor
+
+
 @lru_cache(maxsize=64)
 def shift_mask_patterns(
     grid: Size3, window: Size3, shift: Size3, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """The official shifted-window mask, stored as its few distinct patterns.
+) -> ShiftMask:
+    """The official shifted-window mask of a ``grid`` of tokens (cached per shape).
 
     The official code materialises an ``(nW, N, N)`` mask, but a window's mask depends only on
-    which shifted regions it covers, so there are at most 8 patterns. Returns
-    ``(patterns, inverse)``: ``patterns`` ``(P, N, N)`` float (0 or ``SHIFT_MASK_VALUE``),
-    ``inverse`` ``(nW,)`` long, the pattern of every window.
+    which shifted regions it covers, so there are at most 8 patterns.
     """
     region = torch.zeros(1, *grid, 1)
     label = 0
@@ -92,9 +105,13 @@ def shift_mask_patterns(
                 region[:, sd, sh, sw, :] = label
                 label += 1
     regions = window_partition(region, window)[0, :, :, 0]  # (nW, N)
-    rows, inverse = torch.unique(regions, dim=0, return_inverse=True)
+    rows, inverse, counts = torch.unique(regions, dim=0, return_inverse=True, return_counts=True)
     patterns = (rows[:, None, :] != rows[:, :, None]).float() * SHIFT_MASK_VALUE
-    return patterns.to(device), inverse.to(device)
+    order = torch.sort(inverse, stable=True).indices
+    restore = torch.argsort(order)
+    return ShiftMask(
+        patterns.to(device), order.to(device), tuple(counts.tolist()), restore.to(device)
+    )
 
 
 def _shift_slices(window: int, shift: int) -> tuple[slice, ...]:
@@ -120,30 +137,31 @@ def _merge_heads(x: Tensor) -> Tensor:
 
 
 def window_attention(
-    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, shift_mask: tuple[Tensor, Tensor] | None
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, shift_mask: ShiftMask | None
 ) -> Tensor:
     """Self-attention inside each window (IWA): q, k, v ``(B, nW, heads, N, d)``, ``bias``
     ``(heads, N, N)`` → ``(B, nW, heads, N, d)``.
 
-    ``shift_mask`` is ``(patterns, inverse)`` from :func:`shift_mask_patterns`; windows are
-    attended in groups sharing one pattern, so no ``(nW, heads, N, N)`` tensor is ever built.
+    With a ``shift_mask`` the windows are sorted by mask pattern and attended in one group per
+    pattern, so no ``(nW, heads, N, N)`` tensor is ever built; one permutation there and back
+    (rather than a gather and scatter per group) keeps the backward pass to a single
+    scatter per tensor.
     """
     b, nw, h, n, d = q.shape
     bias = bias.to(q.dtype)
     if shift_mask is None:
         q, k, v = (t.reshape(b * nw, h, n, d) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None]).view(b, nw, h, n, d)
-    patterns, inverse = shift_mask
-    out = torch.empty_like(q)
-    for p in range(patterns.shape[0]):
-        idx = (inverse == p).nonzero().squeeze(1)
-        m = len(idx)
-        sel = [t.index_select(1, idx).reshape(b * m, h, n, d) for t in (q, k, v)]
-        mask = (bias + patterns[p].to(q.dtype))[None]
-        out.index_copy_(
-            1, idx, F.scaled_dot_product_attention(*sel, attn_mask=mask).view(b, m, h, n, d)
-        )
-    return out
+    groups = zip(
+        *(t.index_select(1, shift_mask.order).split(shift_mask.counts, dim=1) for t in (q, k, v))
+    )
+    out = []
+    for pattern, (qg, kg, vg) in zip(shift_mask.patterns, groups):
+        m = qg.shape[1]
+        mask = (bias + pattern.to(q.dtype))[None]
+        qg, kg, vg = (t.reshape(b * m, h, n, d) for t in (qg, kg, vg))
+        out.append(F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask).view(b, m, h, n, d))
+    return torch.cat(out, dim=1).index_select(1, shift_mask.restore)
 
 
 class CrossWindowAttention(nn.Module):
@@ -195,28 +213,71 @@ class CrossWindowAttention(nn.Module):
         return self.proj(_merge_heads(out)), q, k
 
 
+PRIOR_IMPLS = ("auto", "chunked", "fused")
+
+
 @torch.no_grad()
-def saliency_prior(q: Tensor, k: Tensor, valid: Tensor | None = None, chunk: int = 1024) -> Tensor:
+def saliency_prior(
+    q: Tensor, k: Tensor, valid: Tensor | None = None, chunk: int = 1024, impl: str = "chunked"
+) -> Tensor:
     """Attention each token receives under one softmax over all tokens of the clip.
 
     q, k ``(B, L, C)`` (all heads concatenated, scaled by ``head_dim**-0.5`` by the caller);
     ``valid`` ``(L,)`` bool excludes padding tokens both as queries and as keys. Returns
-    ``(B, L)``: the column sums of ``softmax(q kᵀ)``, accumulated over query chunks so the
-    ``L×L`` matrix never exists (memory ``O(chunk·L)``). Padding tokens get 0.
+    ``(B, L)`` float32: the column sums of ``softmax(q kᵀ)``; padding tokens get 0. The ``L×L``
+    matrix never exists:
+
+    - ``"chunked"``: softmax over query chunks of ``chunk`` rows (memory ``O(chunk·L)``);
+    - ``"fused"``: two passes of the fused attention kernel, see :func:`_fused_prior`
+      (memory ``O(L·C)``, compute-bound on GPUs).
     """
-    b, length, _ = q.shape
-    total = q.new_zeros(b, length, dtype=torch.float32)
-    key_bias = None
+    if impl not in ("chunked", "fused"):
+        raise ValueError(f"impl must be 'chunked' or 'fused', got {impl!r}")
     if valid is not None:
-        key_bias = torch.zeros(length, device=q.device, dtype=torch.float32)
-        key_bias.masked_fill_(~valid, float("-inf"))
-        q = q[:, valid]
+        out = q.new_zeros(q.shape[:2], dtype=torch.float32)
+        out[:, valid] = saliency_prior(q[:, valid], k[:, valid], None, chunk, impl)
+        return out
+    if impl == "fused":
+        return _fused_prior(q, k)
+    total = q.new_zeros(q.shape[:2], dtype=torch.float32)
     for start in range(0, q.shape[1], chunk):
         logits = (q[:, start : start + chunk] @ k.transpose(1, 2)).float()
-        if key_bias is not None:
-            logits = logits + key_bias
         total += logits.softmax(dim=-1).sum(dim=1)
     return total
+
+
+def _attention_logsumexp(q: Tensor, k: Tensor) -> Tensor:
+    """``log Σ_j exp(q_i·k_j)`` for each query, ``(B, L, C)`` each → ``(B, L)`` float32, from
+    the fused attention kernel that returns it (the attention output itself is discarded)."""
+    q4, k4 = q[:, None].contiguous(), k[:, None].contiguous()
+    if q.device.type == "cpu":
+        _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q4, k4, k4, 0.0, False, scale=1.0
+        )
+    else:  # memory-efficient kernel: any head size, fp32/fp16/bf16
+        _, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
+            q4, k4, k4, None, True, 0.0, False, scale=1.0
+        )
+    return lse[:, 0, : q.shape[1]].float()
+
+
+def _fused_prior(q: Tensor, k: Tensor) -> Tensor:
+    """Column sums of ``softmax(q kᵀ)`` in two flash-style passes.
+
+    Pass 1 gives each query's log-normaliser ``lse_i``. The column sum of key ``j`` is
+    ``Σ_i exp(k_j·q_i − lse_i)``, itself the normaliser of an attention with the roles swapped:
+    pass 2 lets the keys attend to the queries, with ``−lse_i`` folded into the dot product by
+    two extra dimensions (``[k_j, 1, 1] · [q_i, −hi_i, −lo_i]``; ``hi + lo = lse`` keeps ~16
+    mantissa bits in bf16), and returns ``exp`` of its log-normaliser.
+    """
+    b, length, c = q.shape
+    lse = _attention_logsumexp(q, k)
+    hi = lse.to(q.dtype)
+    lo = (lse - hi.float()).to(q.dtype)
+    pad = (-(c + 2)) % 8  # fused kernels want head sizes in multiples of 8
+    keys = torch.cat([k, k.new_ones(b, length, 2), k.new_zeros(b, length, pad)], dim=-1)
+    queries = torch.cat([q, -hi[..., None], -lo[..., None], q.new_zeros(b, length, pad)], dim=-1)
+    return _attention_logsumexp(keys, queries).exp()
 
 
 class FusionWindowAttention(nn.Module):
@@ -235,6 +296,7 @@ class FusionWindowAttention(nn.Module):
         if attention not in ("iwa", "cwa", "fwa"):
             raise ValueError(f"attention must be 'iwa', 'cwa' or 'fwa', got {attention!r}")
         self.attention = attention
+        self.prior_impl = "auto"  # see SwinTransformer3D.set_prior_impl
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         if attention != "cwa":
@@ -256,7 +318,7 @@ class FusionWindowAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        shift_mask: tuple[Tensor, Tensor] | None,
+        shift_mask: ShiftMask | None,
         valid: Tensor | None = None,
         prior_chunk: int = 0,
     ) -> tuple[Tensor, Tensor | None]:
@@ -278,7 +340,10 @@ class FusionWindowAttention(nn.Module):
             b, nw, n, _ = x.shape
             q, k = (_merge_heads(t.detach()).reshape(b, nw * n, -1) for t in (q, k))
             flat_valid = None if valid is None else valid.reshape(-1)
-            prior = saliency_prior(q * self.head_dim**-0.5, k, flat_valid, prior_chunk)
+            impl = self.prior_impl
+            if impl == "auto":  # fused is compute-bound on GPUs; chunked measured faster on CPUs
+                impl = "chunked" if x.device.type == "cpu" else "fused"
+            prior = saliency_prior(q * self.head_dim**-0.5, k, flat_valid, prior_chunk, impl)
             prior = prior.view(b, nw, n)
         return out, prior
 
@@ -525,6 +590,15 @@ class SwinTransformer3D(nn.Module):
         """Recompute each block in the backward pass instead of storing its activations."""
         for layer in self.layers:
             layer.use_checkpoint = enable
+
+    def set_prior_impl(self, impl: str) -> None:
+        """How the saliency priors are computed: ``"chunked"``, ``"fused"`` (see
+        :func:`saliency_prior`) or ``"auto"`` (fused on GPUs, chunked on CPUs)."""
+        if impl not in PRIOR_IMPLS:
+            raise ValueError(f"prior_impl must be one of {PRIOR_IMPLS}, got {impl!r}")
+        for module in self.modules():
+            if isinstance(module, FusionWindowAttention):
+                module.prior_impl = impl
 
     def forward_with_priors(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
         """x ``(B, 3, T, H, W)`` → (features as :meth:`forward`, priors of every block with a
