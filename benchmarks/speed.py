@@ -44,7 +44,7 @@ def reset_peak(device: torch.device) -> None:
 
 def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
     arch, overrides = parse_model(spec)
-    model = kvq.build_model(arch, **overrides).to(device)
+    model = kvq.build_model(arch, prior_impl=args.prior_impl, **overrides).to(device)
     shape = (args.frames, args.size, args.size)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     row = {"model": spec, "clip": f"{args.frames}×{args.size}²", "device": str(device)}
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--train-batch", type=int, default=1, help="0 skips the training step")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--prior-impl", choices=["auto", "chunked", "fused"], default="auto")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -130,7 +131,10 @@ def main() -> None:
         header += ["train batch", "s / step", "train peak GB"]
         for tr, r in zip(table_rows, rows):
             tr += [r["train_batch"], f"{r['train_s_per_step']:.2f}", f"{r['train_peak_gb']:.2f}"]
-    notes = f"dtype {args.dtype}; checkpointing {'on' if args.checkpointing else 'off'}"
+    notes = (
+        f"dtype {args.dtype}; checkpointing {'on' if args.checkpointing else 'off'}; "
+        f"saliency prior {args.prior_impl}"
+    )
     if device.type == "cpu":
         notes += "; peak GB on CPU is the process's peak RSS so far (cumulative over rows)"
     record(f"Speed ({device.type})", markdown_table(header, table_rows), notes)
