@@ -25,3 +25,13 @@ def test_console_script_without_command_prints_help():
     )
     assert result.returncode == 2
     assert "info" in result.stdout
+
+
+def test_train_rejects_a_malformed_override_before_training(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\n")
+    assert main(["train", str(config), "--set", "optim.lr"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "optim.warmup=2"]) == 2
+    assert "warmup" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

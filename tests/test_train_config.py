@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from kvq.train.config import ConfigError, TrainConfig, config_from_dict, load_config
+from kvq.train.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    merge_dicts,
+    parse_override,
+)
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -58,3 +65,20 @@ def test_yaml_values_are_typed_and_merged_with_overrides(tmp_path):
 def test_bad_configs_name_the_key(values, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(values)
+
+
+def test_dotted_overrides_reach_any_field(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  arch: kvq-xs\noptim:\n  lr: 1.0e-3\n  epochs: 4\n")
+    overrides = {}
+    for text in ("optim.lr=3e-4", "model.overrides.attention=iwa", "data.test=[a.txt, b.txt]"):
+        overrides = merge_dicts(overrides, parse_override(text))
+    config = load_config(path, overrides)
+    assert config.optim.lr == 3e-4 and config.optim.epochs == 4  # siblings kept
+    assert config.model.arch == "kvq-xs" and config.model.overrides == {"attention": "iwa"}
+    assert config.data.test == ("a.txt", "b.txt")
+    for bad in ("optim.lr", "=3", "optim..lr=1", "optim.lr=[1"):
+        with pytest.raises(ConfigError, match="override"):
+            parse_override(bad)
+    with pytest.raises(ConfigError, match="lr"):
+        load_config(path, parse_override("optim.lr=fast"))

@@ -19,6 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="override model.pretrained (Kinetics-400 .pth or KVQ)")
     p.add_argument("--split-index", type=int, help="override data.split_index (random splits)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field by its dotted name, e.g. --set optim.lr=3e-4 "
+        "--set model.overrides.attention=iwa (repeatable; values are YAML)",
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
     p.set_defaults(func=run)
 
@@ -29,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from kvq.data.registry import DatasetError
     from kvq.models import WeightsError
     from kvq.train import ConfigError, TrainError, load_config, train
+    from kvq.train.config import merge_dicts, parse_override
 
     overrides: dict = {"data": {}, "model": {}}
     if args.output_dir:
@@ -44,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     try:
+        for text in args.overrides:
+            overrides = merge_dicts(overrides, parse_override(text))
         result = train(load_config(args.config, overrides), resume=not args.no_resume)
     except (ConfigError, DatasetError, TrainError, WeightsError) as err:
         print(f"kvq train: {err}", file=sys.stderr)

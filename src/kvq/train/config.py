@@ -196,14 +196,30 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: {err}") from None
-    return config_from_dict(_merge(values, overrides or {}))
+    return config_from_dict(merge_dicts(values, overrides or {}))
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def parse_override(text: str) -> dict:
+    """``"optim.lr=3e-4"`` → ``{"optim": {"lr": 3e-4}}``: a dotted key and a YAML value."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: {err}") from None
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def merge_dicts(base: dict, extra: dict) -> dict:
+    """``extra`` merged into a copy of ``base``, nested dicts key by key."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
