@@ -244,3 +244,15 @@ def test_cuda_without_cuda_is_a_clear_error(weights, campaign, tmp_path, capsys)
                    "--device", "cuda", "--out", tmp_path / "out")  # fmt: skip
     assert rc == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_native_size_of_fragment_weights_is_the_stitched_frame():
+    """Weights trained on a 7×7 grid of 32² fragments saw 224² frames, whatever ``size`` says."""
+    from kvq.lpvq.runner import LpvqProtocol
+
+    fragments = ClipSpec(size=(448, 448), view="fragments", fragment_grid=7, fragment_size=32)
+    spec = LpvqProtocol(frames=4, size=None).clip_spec(fragments)
+    assert spec.view == "resize" and spec.size == (224, 224) and spec.image_frames == 4
+    resized = ClipSpec(size=(320, 320))
+    assert LpvqProtocol(frames=4, size=None).clip_spec(resized).size == (320, 320)
+    assert LpvqProtocol(frames=4, size=448).clip_spec(fragments).size == (448, 448)

@@ -51,7 +51,8 @@ class LpvqProtocol:
 
     def clip_spec(self, weights_spec: ClipSpec) -> ClipSpec:
         """The weights' input spec with this protocol's frames, size and view."""
-        size = weights_spec.size if self.size is None else (self.size, self.size)
+        # output_size, not size: weights trained on fragments saw grid·fragment pixels
+        size = weights_spec.output_size if self.size is None else (self.size, self.size)
         return dataclasses.replace(
             weights_spec, size=size, view="resize", image_frames=self.frames, num_clips=1
         )
