@@ -249,3 +249,31 @@ def test_model_prior_implementations_agree():
     torch.testing.assert_close(fused.saliency, chunked.saliency, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="prior_impl"):
         model.backbone.set_prior_impl("dense")
+
+
+def test_auto_prior_falls_back_to_chunked_when_the_fused_kernel_fails(monkeypatch):
+    """``auto`` picks the fused kernel on GPUs; where that kernel is missing the model warns
+    once, keeps the chunked implementation and gives the same priors."""
+    from kvq.models import swin3d
+
+    torch.manual_seed(2)
+    model = kvq.build_model("kvq-xs", **TINY, topk=(2, 2), prior_impl="chunked").eval()
+    x = torch.randn(1, 3, 4, 96, 96)
+    with torch.no_grad():
+        expected = model(x).priors
+
+    def missing_kernel(q, k):
+        raise RuntimeError("no kernel for this head size")
+
+    monkeypatch.setattr(swin3d, "auto_prior_impl", lambda device: "fused")
+    monkeypatch.setattr(swin3d, "_attention_logsumexp", missing_kernel)
+    model.backbone.set_prior_impl("auto")
+    with torch.no_grad(), pytest.warns(UserWarning, match="chunked"):
+        got = model(x).priors
+    torch.testing.assert_close(got, expected)
+    fusion_stages = model.backbone.layers[2:]  # the blocks that compute priors
+    attns = [m for m in fusion_stages.modules() if isinstance(m, swin3d.FusionWindowAttention)]
+    assert attns and all(m.prior_impl == "chunked" for m in attns)
+    model.backbone.set_prior_impl("fused")  # asked for explicitly: the error is not hidden
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no kernel"):
+        model(x)

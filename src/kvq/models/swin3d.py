@@ -14,6 +14,7 @@ Tensor layout inside the stages is channels-last ``(B, D, H, W, C)``; windows ar
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
@@ -246,6 +247,12 @@ def saliency_prior(
     return total
 
 
+def auto_prior_impl(device: torch.device) -> str:
+    """``prior_impl="auto"``: fused where it is compute-bound (GPUs), chunked on CPUs, where
+    the chunked softmax measured 2.6× faster (benchmarks/RESULTS.md)."""
+    return "chunked" if device.type == "cpu" else "fused"
+
+
 def _attention_logsumexp(q: Tensor, k: Tensor) -> Tensor:
     """``log Σ_j exp(q_i·k_j)`` for each query, ``(B, L, C)`` each → ``(B, L)`` float32, from
     the fused attention kernel that returns it (the attention output itself is discarded)."""
@@ -340,10 +347,18 @@ class FusionWindowAttention(nn.Module):
             b, nw, n, _ = x.shape
             q, k = (_merge_heads(t.detach()).reshape(b, nw * n, -1) for t in (q, k))
             flat_valid = None if valid is None else valid.reshape(-1)
-            impl = self.prior_impl
-            if impl == "auto":  # fused is compute-bound on GPUs; chunked measured faster on CPUs
-                impl = "chunked" if x.device.type == "cpu" else "fused"
-            prior = saliency_prior(q * self.head_dim**-0.5, k, flat_valid, prior_chunk, impl)
+            q = q * self.head_dim**-0.5
+            impl = auto_prior_impl(x.device) if self.prior_impl == "auto" else self.prior_impl
+            try:
+                prior = saliency_prior(q, k, flat_valid, prior_chunk, impl)
+            except RuntimeError as err:
+                if self.prior_impl != "auto" or impl == "chunked":
+                    raise
+                # A fused kernel this device or build lacks: fall back for good, and say so.
+                message = f"fused saliency prior unavailable ({err}); using the chunked one"
+                warnings.warn(message, stacklevel=2)
+                self.prior_impl = "chunked"
+                prior = saliency_prior(q, k, flat_valid, prior_chunk, "chunked")
             prior = prior.view(b, nw, n)
         return out, prior
 
