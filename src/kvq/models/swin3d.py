@@ -230,7 +230,7 @@ def saliency_prior(
 
     - ``"chunked"``: softmax over query chunks of ``chunk`` rows (memory ``O(chunk·L)``);
     - ``"fused"``: two passes of the fused attention kernel, see :func:`_fused_prior`
-      (memory ``O(L·C)``, compute-bound on GPUs).
+      (memory ``O(L·C)``; meant to stay compute-bound on GPUs, not yet measured there).
     """
     if impl not in ("chunked", "fused"):
         raise ValueError(f"impl must be 'chunked' or 'fused', got {impl!r}")
@@ -248,8 +248,8 @@ def saliency_prior(
 
 
 def auto_prior_impl(device: torch.device) -> str:
-    """``prior_impl="auto"``: fused where it is compute-bound (GPUs), chunked on CPUs, where
-    the chunked softmax measured 2.6× faster (benchmarks/RESULTS.md)."""
+    """``prior_impl="auto"``: fused on GPUs (where the score matrix would be memory-bound),
+    chunked on CPUs, where the chunked softmax measured 2.6× faster (benchmarks/RESULTS.md)."""
     return "chunked" if device.type == "cpu" else "fused"
 
 
