@@ -21,6 +21,7 @@ from common import markdown_table, median_seconds, record
 from model import count_flops
 
 import kvq
+from kvq.models.swin3d import PRIOR_IMPLS
 from kvq.train.evaluate import autocast
 from kvq.train.losses import KVQLoss, cube_quality_map
 
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--train-batch", type=int, default=1, help="0 skips the training step")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--prior-impl", choices=["auto", "chunked", "fused"], default="auto")
+    parser.add_argument("--prior-impl", choices=PRIOR_IMPLS, default="auto")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
