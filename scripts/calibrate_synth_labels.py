@@ -3,7 +3,8 @@
     python scripts/calibrate_synth_labels.py [SOURCES_DIR] [--clips N]
 
 For each factor and severity, a pristine clip of the default size is distorted over the whole
-frame, stored as the corpus stores it, and measured both ways (clip VMAF, mean cell SSIM). The
+frame, stored as the corpus stores it, and measured both ways (clip VMAF, mean cell SSIM)
+against the registered reference, as the corpus measures it. The
 least-squares line v = a·ssim_db + b over those pairs is printed with its fit quality; the
 constants SSIM_DB_SLOPE and SSIM_DB_OFFSET in kvq/synth/measure.py come from this script.
 """
@@ -43,11 +44,14 @@ def main() -> None:
             )
             for factor in FACTORS:
                 for severity in (0.1, 0.3, 0.6, 1.0):
-                    distorted = make_distortion(factor).sample(rng)(pristine, severity)
+                    distortion = make_distortion(factor).sample(rng)
+                    distorted = distortion(pristine, severity)
+                    geometry = distortion.registration()  # the corpus measures against this
+                    reference = pristine if geometry is None else geometry(pristine, severity)
                     path = Path(tmp) / "clip.mp4"
                     encode_h264(distorted, path, config.fps, config.storage_crf, config.x264_preset)
-                    v = vmaf(path, pristine, config.fps, config.vmaf_subsample)
-                    s = float(cell_ssim(_decode(path), pristine, config.ssim_frames).mean())
+                    v = vmaf(path, reference, config.fps, config.vmaf_subsample)
+                    s = float(cell_ssim(_decode(path), reference, config.ssim_frames).mean())
                     rows.append((factor, severity, v, s))
                     print(
                         f"{source.name:<22}{factor:<13}{severity:>5}  VMAF {v:6.2f}  SSIM {s:.4f}"

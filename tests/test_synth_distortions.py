@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kvq.synth import FACTORS, MaskSpec, make_distortion
-from kvq.synth.distortions import Exposure, encode_h264
+from kvq.synth.distortions import Exposure, Shake, encode_h264
 from kvq.synth.measure import cell_ssim, to_mos, vmaf
 
 
@@ -100,8 +100,16 @@ def test_labels_fall_with_severity(tmp_path, factor, params):
     pristine = textured_clip(frames=8, seed=1)
     distortion = make_distortion(factor, params)
     severities = (0.15, 0.5, 1.0)
+    geometry = distortion.registration()
     vmafs, ssims = zip(
-        *(_measure(pristine, distortion(pristine, s), tmp_path / f"{s}.mp4") for s in severities),
+        *(
+            _measure(
+                pristine if geometry is None else geometry(pristine, s),
+                distortion(pristine, s),
+                tmp_path / f"{s}.mp4",
+            )
+            for s in severities
+        ),
         strict=True,
     )
     assert all(a >= b - 0.5 for a, b in itertools.pairwise(vmafs)), (factor, vmafs)
@@ -109,3 +117,18 @@ def test_labels_fall_with_severity(tmp_path, factor, params):
     assert all(a > b for a, b in itertools.pairwise(ssims)), (factor, ssims)
     mos = to_mos(np.array(vmafs))
     assert np.all(np.diff(mos) <= 0) and mos[0] > mos[-1], (factor, mos)
+
+
+def test_shake_is_scored_by_its_blur_not_its_displacement(tmp_path):
+    pristine = textured_clip(frames=8, seed=1)
+    shake = Shake(seed=5)
+    displaced = shake.registration()(pristine, 1.0)
+    # the registration is the displacement alone: the same per-frame shifts, no exposure blur
+    assert shake.registration() == Shake(seed=5, exposure_blur=False)
+    assert np.abs(displaced.astype(int) - pristine).mean() > 5.0
+    shaken = shake(pristine, 1.0)
+    blur_only = _measure(displaced, shaken, tmp_path / "registered.mp4")[0]
+    misaligned = _measure(pristine, shaken, tmp_path / "raw.mp4")[0]
+    # against the registered reference only the blur costs; the raw comparison also charges
+    # the misalignment, which no single frame shows
+    assert blur_only < 99.0 and blur_only > misaligned + 10, (blur_only, misaligned)

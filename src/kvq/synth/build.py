@@ -120,14 +120,23 @@ def _plan_item(
 
 
 def render_item(plan: ItemPlan, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(pristine, distorted) clips of one plan, each (T, H, W, 3) uint8, before storage coding."""
+    """(reference, distorted) clips of one plan, each (T, H, W, 3) uint8, before storage coding.
+
+    The reference is the pristine clip put through the geometric part of each distortion
+    (:meth:`Distortion.registration`; the pristine clip itself when there is none): the labels
+    measure the distorted clip against it.
+    """
     h, w = config.height, config.width
     pristine = pristine_clip(plan.source, plan.view, config.num_frames, h, w, config.fps)
-    distorted = pristine
+    reference = distorted = pristine
     for step in plan.distortions:
         distortion = make_distortion(step.factor, step.params)
-        distorted = distortion(distorted, step.severity, step.mask.render(h, w))
-    return pristine, distorted
+        mask = step.mask.render(h, w)
+        distorted = distortion(distorted, step.severity, mask)
+        geometry = distortion.registration()
+        if geometry is not None:
+            reference = geometry(reference, step.severity, mask)
+    return reference, distorted
 
 
 def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, Any]:
@@ -135,17 +144,17 @@ def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, 
     record_path = out_dir / "items" / f"{plan.id}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
-    pristine, distorted = render_item(plan, config)
+    reference, distorted = render_item(plan, config)
     video = out_dir / "videos" / f"{plan.id}.mp4"
     _atomic(
         video,
         lambda tmp: encode_h264(distorted, tmp, config.fps, config.storage_crf, config.x264_preset),
     )
     stored = _decode(video)
-    global_vmaf = vmaf(video, pristine, config.fps, config.vmaf_subsample)
-    local_ssim = cell_ssim(stored, pristine, config.ssim_frames)
+    global_vmaf = vmaf(video, reference, config.fps, config.vmaf_subsample)
+    local_ssim = cell_ssim(stored, reference, config.ssim_frames)
     middle = len(stored) // 2
-    still_ssim = grid_mean(ssim_map(stored[middle], pristine[middle]))
+    still_ssim = grid_mean(ssim_map(stored[middle], reference[middle]))
     still = out_dir / "stills" / f"{plan.id}.png"
     _atomic(still, lambda tmp: _save_png(stored[middle], tmp))
     record = {

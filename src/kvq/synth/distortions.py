@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,6 +50,15 @@ class Distortion(ABC):
     def reach(self, severity: float, height: int, width: int) -> int | None:
         """How far (pixels) outside the mask the output depends on input; None = whole frame."""
         return 0
+
+    def registration(self) -> Distortion | None:
+        """The purely geometric part of this distortion (None: it has none).
+
+        Labels compare a clip with its pristine frames put through this part first: a
+        full-reference measure reads a displacement of a few pixels as heavy damage although
+        every frame still looks pristine, so only what geometry does not explain is scored.
+        """
+        return None
 
     @abstractmethod
     def render(self, frames: np.ndarray, severity: float, frame_width: int) -> np.ndarray:
@@ -200,12 +209,16 @@ class SeededDistortion(Distortion):
 
 @dataclass(frozen=True)
 class Shake(SeededDistortion):
-    """Per-frame random sub-pixel displacement (camera or object shake), up to 1% of the width.
+    """Camera or object shake: a random sub-pixel displacement per frame, up to 1% of the
+    width, and the motion blur of moving that far during the exposure (a 180° shutter: the
+    blur spans the second half of the move from the previous frame's position).
 
-    Any misalignment already costs much in full-reference measures, hence the small range.
+    Labels register the reference to the displacement (:meth:`registration`), so shake is
+    scored by its blur, which a single frame shows, not by the misalignment, which it does not.
     """
 
     name: ClassVar[str] = "shake"
+    exposure_blur: bool = True
 
     def _amplitude(self, severity: float, width: int) -> float:
         return severity * 0.01 * width
@@ -213,12 +226,21 @@ class Shake(SeededDistortion):
     def reach(self, severity: float, height: int, width: int) -> int:
         return int(np.ceil(self._amplitude(severity, width))) + 2
 
+    def registration(self) -> Shake:
+        return replace(self, exposure_blur=False)
+
     def render(self, frames: np.ndarray, severity: float, frame_width: int) -> np.ndarray:
         amp = self._amplitude(severity, frame_width)
         shifts = np.random.default_rng(self.seed).uniform(-amp, amp, size=(len(frames), 2))
-        return np.concatenate(
-            [_shifted_sum(frames[i : i + 1], _splat(shifts[i : i + 1])) for i in range(len(frames))]
-        )
+        out = []
+        for i, end in enumerate(shifts):
+            points = end[None]
+            if self.exposure_blur:
+                start = (shifts[i - 1] + end) / 2  # frame 0 moves from the last one's place
+                taps = int(np.ceil(np.abs(end - start).max())) + 1  # ≤ 1 px apart
+                points = np.linspace(start, end, taps)
+            out.append(_shifted_sum(frames[i : i + 1], _splat(points)))
+        return np.concatenate(out)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Labels from measurement: VMAF for the whole clip, SSIM per cell of the 7×7 grid, and the one
 mapping of both to the 1–5 MOS scale.
 
-The mapping (:func:`to_mos`) is defined on the VMAF scale: ``mos = 1 + 4·clip((v − 20) / 75, 0, 1)``
-(VMAF 20 or less → 1, 95 or more → 5, linear between). Per-cell SSIM is first put on the VMAF
+The mapping (:func:`to_mos`) is defined on the VMAF scale: ``mos = 1 + 4·clip(v / 95, 0, 1)``
+(VMAF 0 → 1, 95 or more → 5, linear between: no floor below which heavily damaged clips tie). Per-cell SSIM is first put on the VMAF
 scale by :func:`ssim_to_vmaf_scale`, a straight line in SSIM decibels ``−10·log10(1 − SSIM)``
 fitted on whole-frame distortions of the default corpus (where the mean cell SSIM and the clip's
 VMAF see the same damage), so a cell and a clip with the same damage get the same label.
@@ -22,9 +22,9 @@ from kvq.data.labels import LPVQ_GRID
 from kvq.synth.distortions import mix_channels
 from kvq.synth.errors import SynthError
 
-VMAF_FLOOR, VMAF_CEIL = 20.0, 95.0
+VMAF_FLOOR, VMAF_CEIL = 0.0, 95.0
 # ssim_to_vmaf_scale: v = SSIM_DB_SLOPE · ssim_db + SSIM_DB_OFFSET (see the module docstring)
-SSIM_DB_SLOPE, SSIM_DB_OFFSET = 4.58, 14.4
+SSIM_DB_SLOPE, SSIM_DB_OFFSET = 3.98, 20.9
 
 
 def to_mos(vmaf_scale: np.ndarray | float) -> np.ndarray:
