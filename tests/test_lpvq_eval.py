@@ -256,3 +256,40 @@ def test_native_size_of_fragment_weights_is_the_stitched_frame():
     resized = ClipSpec(size=(320, 320))
     assert LpvqProtocol(frames=4, size=None).clip_spec(resized).size == (320, 320)
     assert LpvqProtocol(frames=4, size=448).clip_spec(fragments).size == (448, 448)
+
+
+def test_fragments_view_gives_each_label_cell_its_own_fragment(tmp_path):
+    """With ``view="fragments"`` output cell (r, c) of a 7×7 map sees only label cell (r, c)."""
+    from kvq.lpvq import LpvqEvalError
+    from kvq.lpvq.runner import LpvqProtocol
+
+    trained = ClipSpec(size=(448, 448), view="fragments", fragment_grid=7, fragment_size=32)
+    spec = LpvqProtocol(frames=2, size=None, view="fragments").clip_spec(trained)
+    assert spec.view == "fragments" and spec.output_size == (224, 224) and spec.image_frames == 2
+    with pytest.raises(LpvqEvalError, match="fragments"):
+        LpvqProtocol(size=448, view="fragments")
+    with pytest.raises(LpvqEvalError, match="view"):
+        LpvqProtocol(view="crop")
+    # an image 7 × 40 px square whose cells are flat grey levels 0, 5, …, 240 (row-major)
+    levels = (np.arange(49) * 5).reshape(7, 7).astype(np.uint8)
+    picture = np.kron(levels, np.ones((40, 40), np.uint8))
+    Image.fromarray(np.stack([picture] * 3, axis=-1)).save(tmp_path / "cells.png")
+    clip = load_clip(tmp_path / "cells.png", spec)  # (T, H, W, 3) uint8
+    stitched = clip[0, :, :, 0].numpy().reshape(7, 32, 7, 32)
+    assert np.all(stitched == levels[:, None, :, None])
+
+
+def test_fragments_view_from_the_command_line(weights, campaign, tmp_path, capsys):
+    images, label_file, _ = campaign
+    out = tmp_path / "out"
+    rc = lpvq_eval("--images", images, "--labels", label_file, "--weights", weights[0].path,
+                   "--frames", 2, "--view", "fragments", "--out", out, "--no-figures",
+                   "--device", "cpu")  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "lpvq_results.json").read_text())
+    assert results["protocol"]["view"] == "fragments"
+    assert results["variants"][0]["input_size"] == [224, 224]
+    assert "fragments view" in (out / "lpvq_table.md").read_text()
+    rc = lpvq_eval("--images", images, "--labels", label_file, "--weights", weights[0].path,
+                   "--view", "fragments", "--size", "448", "--out", out)  # fmt: skip
+    assert rc == 2 and "--size applies to the resize view" in capsys.readouterr().err

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 
-def _size(text: str) -> int | None:
-    """``--size``: a square side in pixels, or ``native`` (None: the weights' own input size)."""
+def _size(text: str) -> int | str:
+    """``--size``: a square side in pixels, or ``native`` (the weights' own input size)."""
     if text == "native":
-        return None
+        return text
     try:
         value = int(text)
     except ValueError:
@@ -51,8 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--size",
         type=_size,
-        default=448,
-        help="square input side (paper: 448), or 'native' for the weights' own size",
+        help="square input side of the resize view (default 448 as in the paper), or 'native' "
+        "for the weights' own size",
+    )
+    e.add_argument(
+        "--view",
+        choices=("resize", "fragments"),
+        default="resize",
+        help="resize: the picture stretched to --size (the paper); fragments: one native-"
+        "resolution fragment per label cell, for weights trained on fragments",
     )
     e.add_argument("--arch", default="kvq-t", help="architecture for weights without a config")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
@@ -81,6 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from kvq.data.labels import read_lpvq_labels
     from kvq.lpvq import (
+        PAPER_SIZE,
         LpvqEvalError,
         LpvqProtocol,
         evaluate,
@@ -93,10 +101,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.labels).is_file():
         raise LpvqEvalError(f"{args.labels}: no such label file")
     labels = read_lpvq_labels(args.labels)
-    protocol = LpvqProtocol(frames=args.frames, size=args.size)
+    if args.view == "fragments":
+        if args.size not in (None, "native"):
+            raise LpvqEvalError("--size applies to the resize view; fragments keep native pixels")
+        size = None
+    else:
+        size = PAPER_SIZE if args.size is None else None if args.size == "native" else args.size
+    protocol = LpvqProtocol(frames=args.frames, size=size, view=args.view)
     variants = load_variants(args.weights, args.names, protocol, args.device, args.arch)
     for v in variants:
-        h, w = v.spec.size
+        h, w = v.spec.output_size
         print(f"{v.name}: {v.weights} ({v.attention}), {v.spec.image_frames}×{h}×{w} static clips")
     run = evaluate(variants, args.images, labels, protocol, progress=sys.stderr.isatty())
     for s in run.skipped:

@@ -12,6 +12,7 @@ Typical use::
 from kvq.lpvq.figures import figure_size, grid_figure, write_figures
 from kvq.lpvq.report import markdown_table, write_reports
 from kvq.lpvq.runner import (
+    PAPER_SIZE,
     LpvqEvalError,
     LpvqProtocol,
     LpvqRun,
@@ -22,6 +23,7 @@ from kvq.lpvq.runner import (
 )
 
 __all__ = [
+    "PAPER_SIZE",
     "LpvqEvalError",
     "LpvqProtocol",
     "LpvqRun",

@@ -31,10 +31,15 @@ def table_rows(run: LpvqRun) -> list[dict]:
 def protocol_text(run: LpvqRun) -> str:
     """One line saying how the numbers were obtained."""
     p = run.protocol
-    size = "each weights' own input size" if p.size is None else f"{p.size}×{p.size}"
+    if p.view == "fragments":
+        seen = "through a 7×7 fragments view (one native-resolution patch per label cell)"
+    elif p.size is None:
+        seen = "resized to each weights' own input size"
+    else:
+        seen = f"resized to {p.size}×{p.size}"
     return (
         f"{len(run.labels)} of {run.num_labelled} labelled images; {p.frames}-frame static clips "
-        f"at {size}; Q averaged over time, pooled to 7×7; intra = mean of per-image "
+        f"{seen}; Q averaged over time, pooled to 7×7; intra = mean of per-image "
         "correlations, inter = all cells pooled"
     )
 
@@ -81,7 +86,7 @@ def run_json(run: LpvqRun) -> dict:
                 "name": v.name,
                 "weights": v.weights,
                 "attention": v.attention,
-                "input_size": list(v.spec.size),
+                "input_size": list(v.spec.output_size),
                 "frames": v.spec.image_frames,
                 **{c: _number(getattr(m, c)) for c in TABLE_COLUMNS},
                 "num_undefined": m.num_undefined,
@@ -99,7 +104,7 @@ def run_json(run: LpvqRun) -> dict:
         "protocol": {
             "frames": run.protocol.frames,
             "size": run.protocol.size or "native",
-            "view": "resize",
+            "view": run.protocol.view,
             "pooling": "mean over time, average pool to 7x7 (adaptive), row-major",
             "description": protocol_text(run),
         },

@@ -1,7 +1,8 @@
 """The LPVQ zero-shot protocol (DESIGN.md §1.7): labelled images → model grids → metrics.
 
 Each image becomes a static clip (``frames`` copies of the picture, resized to ``size``, aspect
-ratio not kept so that the 7×7 label grid and the model's grid cover the same regions); the
+ratio not kept so that the 7×7 label grid and the model's grid cover the same regions; or, for
+fragment-trained weights, one native-resolution fragment per label cell); the
 model's local quality map Q is averaged over time and pooled to 7×7 (2×2 average pool from the
 14×14 map of a 448 input, adaptive average pooling for other sizes); the 49 cells are compared
 row-major with the labelled cells by :func:`kvq.eval.lpvq.lpvq_metrics`.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kvq.data.labels import LPVQ_GRID
 from kvq.eval.lpvq import LpvqMetrics, lpvq_metrics
 from kvq.scoring.maps import local_grid
 from kvq.scoring.predictor import Predictor, load
@@ -35,27 +37,48 @@ class LpvqEvalError(ValueError):
     """An LPVQ evaluation that cannot run: bad options, or no labelled image could be read."""
 
 
+LPVQ_VIEWS = ("resize", "fragments")
+
+
 @dataclass(frozen=True)
 class LpvqProtocol:
-    """How an image becomes a clip: ``frames`` copies at ``size``² (None: the weights' own
-    input size). The view is always ``"resize"``: the grid must cover the whole picture."""
+    """How an image becomes a clip: ``frames`` copies of it, seen through ``view``.
+
+    - ``"resize"`` (the paper): the picture stretched to ``size``² (None: the weights' own
+      input size), so the model's grid covers the same regions as the label grid.
+    - ``"fragments"``: for weights trained on FAST-VQA fragments, the view they were trained
+      on: a 7×7 grid of native-resolution patches, one centred in each label cell, so output
+      cell (r, c) sees only label cell (r, c). Its side is 7 × the weights' fragment size, so
+      ``size`` must be None.
+    """
 
     frames: int = PAPER_FRAMES
     size: int | None = PAPER_SIZE
+    view: str = "resize"
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise LpvqEvalError(f"frames must be >= 1, got {self.frames}")
         if self.size is not None and self.size < 1:
             raise LpvqEvalError(f"size must be >= 1 (or None), got {self.size}")
+        if self.view not in LPVQ_VIEWS:
+            raise LpvqEvalError(f"view must be one of {LPVQ_VIEWS}, got {self.view!r}")
+        if self.view == "fragments" and self.size is not None:
+            raise LpvqEvalError(
+                "the fragments view has no size of its own (7 × the weights' fragment size); "
+                "leave the size native"
+            )
 
     def clip_spec(self, weights_spec: ClipSpec) -> ClipSpec:
         """The weights' input spec with this protocol's frames, size and view."""
+        still = dict(image_frames=self.frames, num_clips=1)
+        if self.view == "fragments":
+            return dataclasses.replace(
+                weights_spec, view="fragments", fragment_grid=LPVQ_GRID, **still
+            )
         # output_size, not size: weights trained on fragments saw grid·fragment pixels
         size = weights_spec.output_size if self.size is None else (self.size, self.size)
-        return dataclasses.replace(
-            weights_spec, size=size, view="resize", image_frames=self.frames, num_clips=1
-        )
+        return dataclasses.replace(weights_spec, size=size, view="resize", **still)
 
 
 @dataclass

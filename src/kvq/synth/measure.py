@@ -2,10 +2,11 @@
 mapping of both to the 1–5 MOS scale.
 
 The mapping (:func:`to_mos`) is defined on the VMAF scale: ``mos = 1 + 4·clip(v / 95, 0, 1)``
-(VMAF 0 → 1, 95 or more → 5, linear between: no floor below which heavily damaged clips tie). Per-cell SSIM is first put on the VMAF
-scale by :func:`ssim_to_vmaf_scale`, a straight line in SSIM decibels ``−10·log10(1 − SSIM)``
-fitted on whole-frame distortions of the default corpus (where the mean cell SSIM and the clip's
-VMAF see the same damage), so a cell and a clip with the same damage get the same label.
+(VMAF 0 → 1, 95 or more → 5, linear between: no floor below which heavily damaged clips tie).
+Per-cell SSIM is first put on the VMAF scale by :func:`ssim_to_vmaf_scale`, a straight line in
+SSIM decibels ``−10·log10(1 − SSIM)`` fitted on whole-frame distortions of the default corpus
+(where the mean cell SSIM and the clip's VMAF see the same damage), so a cell and a clip with the
+same damage get the same label.
 """
 
 from __future__ import annotations
