@@ -154,3 +154,23 @@ def test_global_batch_losses_under_two_process_ddp_match_one_process(tmp_path):
     got = torch.load(out_file, weights_only=True)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_score_shifting_biases_get_no_true_gradient():
+    """The whole loss is invariant to adding one constant to every score, so the quality head's
+    last bias (which does exactly that: the saliency weights average to 1) and the biases in
+    front of the saliency softmax get gradients at round-off level only."""
+    from kvq import build_model
+    from kvq.train.trainer import TrainForward
+
+    torch.manual_seed(0)
+    model = build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1), drop_path_rate=0.0)
+    model.quality_head.fc_last.bias.data.fill_(0.7)  # its value must not matter either
+    forward = TrainForward(model, (2, 32, 32))
+    score, q, q_hat = forward(torch.randn(4, 3, 4, 64, 64))
+    KVQLoss()(score, torch.tensor([1.0, 4.0, 2.5, 3.0]), q, q_hat).total.backward()
+    grads = {n: p.grad.abs().max().item() for n, p in model.named_parameters() if p.grad.numel()}
+    largest = max(grads.values())
+    assert largest > 1e-3
+    for name in ("quality_head.fc_last.bias", "saliency_head.fc_last.bias", "prior_fusion.bias"):
+        assert grads[name] < 1e-5 * largest, (name, grads[name], largest)
