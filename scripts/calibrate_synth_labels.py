@@ -46,8 +46,7 @@ def main() -> None:
                 for severity in (0.1, 0.3, 0.6, 1.0):
                     distortion = make_distortion(factor).sample(rng)
                     distorted = distortion(pristine, severity)
-                    geometry = distortion.registration()  # the corpus measures against this
-                    reference = pristine if geometry is None else geometry(pristine, severity)
+                    reference = distortion.registered(pristine, severity)  # as the corpus
                     path = Path(tmp) / "clip.mp4"
                     encode_h264(distorted, path, config.fps, config.storage_crf, config.x264_preset)
                     v = vmaf(path, reference, config.fps, config.vmaf_subsample)

@@ -100,13 +100,10 @@ def test_labels_fall_with_severity(tmp_path, factor, params):
     pristine = textured_clip(frames=8, seed=1)
     distortion = make_distortion(factor, params)
     severities = (0.15, 0.5, 1.0)
-    geometry = distortion.registration()
     vmafs, ssims = zip(
         *(
             _measure(
-                pristine if geometry is None else geometry(pristine, s),
-                distortion(pristine, s),
-                tmp_path / f"{s}.mp4",
+                distortion.registered(pristine, s), distortion(pristine, s), tmp_path / f"{s}.mp4"
             )
             for s in severities
         ),
@@ -122,7 +119,7 @@ def test_labels_fall_with_severity(tmp_path, factor, params):
 def test_shake_is_scored_by_its_blur_not_its_displacement(tmp_path):
     pristine = textured_clip(frames=8, seed=1)
     shake = Shake(seed=5)
-    displaced = shake.registration()(pristine, 1.0)
+    displaced = shake.registered(pristine, 1.0)
     # the registration is the displacement alone: the same per-frame shifts, no exposure blur
     assert shake.registration() == Shake(seed=5, exposure_blur=False)
     assert np.abs(displaced.astype(int) - pristine).mean() > 5.0

@@ -133,9 +133,7 @@ def render_item(plan: ItemPlan, config: SynthConfig) -> tuple[np.ndarray, np.nda
         distortion = make_distortion(step.factor, step.params)
         mask = step.mask.render(h, w)
         distorted = distortion(distorted, step.severity, mask)
-        geometry = distortion.registration()
-        if geometry is not None:
-            reference = geometry(reference, step.severity, mask)
+        reference = distortion.registered(reference, step.severity, mask)
     return reference, distorted
 
 

@@ -60,6 +60,14 @@ class Distortion(ABC):
         """
         return None
 
+    def registered(
+        self, frames: np.ndarray, severity: float, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``frames`` put through :meth:`registration` (as they are when there is none): the
+        reference that the labels measure this distortion against."""
+        geometry = self.registration()
+        return frames if geometry is None else geometry(frames, severity, mask)
+
     @abstractmethod
     def render(self, frames: np.ndarray, severity: float, frame_width: int) -> np.ndarray:
         """Distort a (T, H, W, 3) uint8 clip (the whole frame or a window of a frame
