@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from kvq.train.data import load_labelled
     from kvq.train.distributed import DistEnv
     from kvq.train.evaluate import predict
-    from kvq.train.trainer import amp_dtype, resolve_device
+    from kvq.train.trainer import TrainError, amp_dtype, resolve_device
 
     try:
         model, spec = load_for_eval(args)
-    except (WeightsError, ValueError) as err:
+        device = resolve_device(args.device, DistEnv())
+    except (WeightsError, TrainError, ValueError) as err:
         print(f"kvq eval: {err}", file=sys.stderr)
         return 2
-    device = resolve_device(args.device, DistEnv())
     model.to(device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

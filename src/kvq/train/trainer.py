@@ -97,10 +97,17 @@ def param_groups(model: nn.Module, lr: float, backbone_mult: float, weight_decay
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
+    """``auto`` → this rank's GPU when there is one, else the CPU; a bare ``cuda`` → this rank's
+    GPU (``torch.cuda.set_device`` needs an index). Raises :class:`TrainError` when a GPU is
+    asked for and CUDA is not available."""
     if name == "auto":
-        name = f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"device {name!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     return device
 
