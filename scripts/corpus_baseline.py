@@ -9,6 +9,10 @@ contrast, frame-to-frame change), then ridge regression fitted on the train spli
 and, second row, their pairwise products) and Spearman correlation with the labels of the
 content-disjoint test split. A learned model should beat it; a corpus on which even the train
 fit is poor has labels that the pictures do not show.
+
+The last row is not a picture model but a ceiling: the same ridge regression on the corpus'
+distortion plans (each factor's severity per mask kind, from ``items/*.json``) tells how much
+of the label a perfect perceiver of the applied distortions could predict on unseen content.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 from scipy.ndimage import laplace, uniform_filter
 from scipy.stats import spearmanr
 
+from kvq.synth.distortions import FACTORS
+from kvq.synth.masks import MASK_KINDS
 from kvq.synth.measure import grid_mean
 from kvq.video import ClipSpec, load_clip
 
@@ -51,6 +57,14 @@ def features(path: Path) -> np.ndarray:
     )
 
 
+def plan_features(record: dict) -> np.ndarray:
+    """Severity of every (factor, mask kind) pair in the clip's distortion plan, and squares."""
+    x = np.zeros((len(FACTORS), len(MASK_KINDS)))
+    for d in record["distortions"]:
+        x[FACTORS.index(d["factor"]), MASK_KINDS.index(d["mask"]["kind"])] += d["severity"]
+    return np.r_[x.ravel(), x.ravel() ** 2]
+
+
 def ridge(train_x: np.ndarray, train_y: np.ndarray, lam: float) -> np.ndarray:
     """Weights (with a bias last) of ridge regression on standardised features."""
     a = np.c_[train_x, np.ones(len(train_x))]
@@ -66,14 +80,18 @@ def main() -> None:
     y = np.array([r["mos"] for r in records])
     split = np.array([r["split"] for r in records])
     pairs = np.triu_indices(x.shape[1], 1)
-    bases = {"linear": x, "pairwise": np.c_[x, x**2, x[:, pairs[0]] * x[:, pairs[1]]]}
+    bases = {
+        "linear": x,
+        "pairwise": np.c_[x, x**2, x[:, pairs[0]] * x[:, pairs[1]]],
+        "distortion plan (oracle)": np.stack([plan_features(r) for r in records]),
+    }
     train, test = split == "train", split == "test"
     print(f"{args.corpus}: {train.sum()} train / {test.sum()} test clips")
     print("| features | train-fit SRCC | test SRCC |\n|---|---:|---:|")
     for name, basis in bases.items():
         mu, sd = basis[train].mean(0), basis[train].std(0) + 1e-6
         z = (basis - mu) / sd
-        w = ridge(z[train], y[train], lam=1.0 if name == "linear" else 10.0)
+        w = ridge(z[train], y[train], lam=10.0 if name == "pairwise" else 1.0)
         pred = np.c_[z, np.ones(len(z))] @ w
         fit, held = spearmanr(pred[train], y[train])[0], spearmanr(pred[test], y[test])[0]
         print(f"| {name} ({basis.shape[1]}) | {fit:.3f} | {held:.3f} |")
