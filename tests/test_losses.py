@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from kvq.train.distributed import leave_process_group
 from kvq.train.losses import (
     KVQLoss,
     LossConfig,
@@ -130,8 +131,9 @@ def _loss_and_grads(model, clip, mos):
     return [p.grad.clone() for p in model.parameters()]
 
 
-def _ddp_worker(rank, world, init_file, clip, mos, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _ddp_worker(rank, world, port, clip, mos, out_file):
+    init = f"tcp://127.0.0.1:{port}"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(_TinyQualityNet())
@@ -140,17 +142,20 @@ def _ddp_worker(rank, world, init_file, clip, mos, out_file):
         grads = _loss_and_grads(model, clip[local], mos[local])
         if rank == 0:
             torch.save(grads, out_file)
+        del model
+        leave_process_group()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
-def test_global_batch_losses_under_two_process_ddp_match_one_process(tmp_path):
+def test_global_batch_losses_under_two_process_ddp_match_one_process(tmp_path, free_port):
     torch.manual_seed(1)
     clip, mos = torch.randn(8, 3, 2, 8, 8), torch.randn(8)
     torch.manual_seed(0)
     expected = _loss_and_grads(_TinyQualityNet(), clip, mos)
     out_file = tmp_path / "grads.pt"
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), clip, mos, str(out_file)), nprocs=2)
+    mp.spawn(_ddp_worker, args=(2, free_port, clip, mos, str(out_file)), nprocs=2)
     got = torch.load(out_file, weights_only=True)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)

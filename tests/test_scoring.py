@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +57,6 @@ def broken(media, tmp_path) -> Path:
     good = (media / "a.mp4").read_bytes()
     (folder / "truncated.mp4").write_bytes(good[: len(good) // 3])
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def strip_timings(rows):
@@ -192,14 +185,14 @@ def test_cli_writes_maps_per_input(weights, media, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path):
+def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path, free_port):
     single = tmp_path / "single.jsonl"
     kvq_main(["score", str(media), "--weights", str(weights), "--out", str(single), "--quiet"])
     sharded = tmp_path / "sharded.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "kvq.cli.main", "score", str(media),
+        "--master-port", str(free_port), "-m", "kvq.cli.main", "score", str(media),
         "--weights", str(weights), "--out", str(sharded), "--device", "cpu", "--quiet",
     ]  # fmt: skip
     # A session of its own, so that a hang kills the ranks too, not only the launcher.

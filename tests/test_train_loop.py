@@ -222,15 +222,15 @@ def _ddp_train_worker(rank, world, port, config):
         MASTER_PORT=str(port),
     )
     try:
-        train(config_from_dict(config))
+        train(config_from_dict(config))  # joins the group from the environment and leaves it
+        assert not dist.is_initialized()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training_matches_one_process(noise_corpus, tmp_path):
-    import socket
-
+def test_two_process_ddp_training_matches_one_process(noise_corpus, tmp_path, free_port):
     import torch.multiprocessing as mp
 
     changes = {"data.test": [], "optim.batch_size": 4, "optim.epochs": 1, "max_steps": 2}
@@ -239,10 +239,7 @@ def test_two_process_ddp_training_matches_one_process(noise_corpus, tmp_path):
         configs[run] = _config(noise_corpus, tmp_path / run, **changes)
         configs[run]["model"]["overrides"]["drop_path_rate"] = 0.0  # no per-rank randomness
     train(config_from_dict(configs["single"]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_train_worker, args=(2, port, configs["ddp"]), nprocs=2)
+    mp.spawn(_ddp_train_worker, args=(2, free_port, configs["ddp"]), nprocs=2)
     single = load_state(tmp_path / "single" / "last.pt")
     ddp = load_state(tmp_path / "ddp" / "last.pt")
     assert ddp["step"] == single["step"] == 2 and len(ddp["rng"]) == 2

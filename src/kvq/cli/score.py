@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from kvq.scoring import DEFAULT_WEIGHTS, load
     from kvq.scoring.batch import expand_inputs, run_scoring
     from kvq.scoring.maps import render_sheet, write_overlay_video
+    from kvq.train.distributed import leave_process_group
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = args.device
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
     if distributed:
-        torch.distributed.destroy_process_group()
+        leave_process_group()
     if rank != 0:
         return 0
     if not args.quiet:

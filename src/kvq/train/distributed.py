@@ -6,6 +6,7 @@ same training code runs with and without ``torchrun``.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -43,6 +44,22 @@ def init_from_env(device_type: str) -> DistEnv:
     if not is_distributed():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return env
+
+
+def leave_process_group() -> None:
+    """Destroy the default process group after every rank has reached this point.
+
+    Objects that still hold the group (a DistributedDataParallel reducer waiting for the
+    garbage collector) are collected first: a gloo group destroyed while such an object
+    outlives it aborted the process at exit (SIGABRT, "terminate called without an active
+    exception") in about one exit in ten on this CPU build of PyTorch. The barrier keeps a
+    fast rank from closing its connections while a peer still finishes its last collective.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def current_env() -> DistEnv:

@@ -33,7 +33,7 @@ from kvq.models import build_model, load_pretrained, save_pretrained
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
 from kvq.train.data import LabelledSet, build_run_data
-from kvq.train.distributed import DistEnv, init_from_env, is_distributed
+from kvq.train.distributed import DistEnv, init_from_env, is_distributed, leave_process_group
 from kvq.train.ema import ModelEMA
 from kvq.train.evaluate import Predictions, autocast, predict, to_model_input
 from kvq.train.losses import KVQLoss, cube_quality_map
@@ -456,5 +456,13 @@ def _slug(name: str) -> str:
 
 
 def train(config: TrainConfig, resume: bool = True) -> TrainResult:
-    """Run :class:`Trainer` on ``config`` (inside ``torchrun`` when several processes)."""
-    return Trainer(config).run(resume)
+    """Run :class:`Trainer` on ``config`` (inside ``torchrun`` when several processes).
+
+    A process group that training joined from the ``torchrun`` environment is left again when
+    training ends; one the caller had set up stays the caller's.
+    """
+    joins_group = not is_distributed()
+    result = Trainer(config).run(resume)
+    if joins_group:
+        leave_process_group()
+    return result
