@@ -41,16 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from kvq.scoring import DEFAULT_WEIGHTS, load
     from kvq.scoring.batch import expand_inputs, run_scoring
     from kvq.scoring.maps import render_sheet, write_overlay_video
-    from kvq.train.distributed import leave_process_group
+    from kvq.train.distributed import init_from_env, leave_process_group
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = args.device
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend)
-        if backend == "nccl":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    rank = torch.distributed.get_rank() if distributed else 0
+    gpu = torch.cuda.is_available() and args.device != "cpu"
+    env = init_from_env("cuda" if gpu else "cpu")  # joins torchrun's group, if there is one
+    distributed, rank = env.world_size > 1, env.rank
+    device = f"cuda:{env.local_rank}" if distributed and gpu else args.device
     predictor = load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
     inputs = expand_inputs(args.inputs)
     if not inputs:
