@@ -184,6 +184,18 @@ def test_cli_writes_maps_per_input(weights, media, tmp_path):
     assert sorted(p.name for p in maps.iterdir()) == ["a.png", "c.png", "sub__b.png"]
 
 
+def test_cli_argument_errors_exit_2_before_joining_a_group(
+    weights, media, tmp_path, monkeypatch, capsys
+):
+    # Under torchrun (WORLD_SIZE > 1) these must fail on every rank without touching the
+    # process group: RANK and MASTER_ADDR are deliberately missing, so joining would raise.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert kvq_main(["score", str(media), "--weights", str(weights), "--quiet"]) == 2
+    assert "--out is required under torchrun" in capsys.readouterr().err
+    assert kvq_main(["score", str(tmp_path / "nothing*.mp4"), "--out", "r.jsonl"]) == 2
+    assert "no inputs found" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path, free_port):
     single = tmp_path / "single.jsonl"

@@ -43,24 +43,25 @@ def run(args: argparse.Namespace) -> int:
     from kvq.scoring.maps import render_sheet, write_overlay_video
     from kvq.train.distributed import init_from_env, leave_process_group
 
+    # Argument errors first, before joining torchrun's group: every rank sees the same arguments
+    # and exits on its own, with no group to leave.
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        print("kvq score: no inputs found", file=sys.stderr)
+        return 2
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("kvq score: --out is required under torchrun", file=sys.stderr)
+        return 2
     gpu = torch.cuda.is_available() and args.device != "cpu"
     env = init_from_env("cuda" if gpu else "cpu")  # joins torchrun's group, if there is one
     distributed, rank = env.world_size > 1, env.rank
     device = f"cuda:{env.local_rank}" if distributed and gpu else args.device
     predictor = load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
-    inputs = expand_inputs(args.inputs)
-    if not inputs:
-        print("kvq score: no inputs found", file=sys.stderr)
-        return 2
     workers = args.workers
     if workers is None:
         workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if len(inputs) > 1 else 0
-    out = args.out
-    scratch = None
+    out, scratch = args.out, None
     if out is None:
-        if distributed:
-            print("kvq score: --out is required under torchrun", file=sys.stderr)
-            return 2
         scratch = tempfile.TemporaryDirectory()
         out = Path(scratch.name) / "results.jsonl"
 
