@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -f demo/results.json  # a fresh score each time (kvq score would resume a finished file)
 	$(VENV)/bin/kvq score samples/bigbuckbunny.mp4 --out demo/results.json --maps demo/maps
 
 test: $(STAMP)

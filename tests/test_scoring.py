@@ -17,7 +17,7 @@ from PIL import Image
 
 import kvq
 from kvq.cli.main import main as kvq_main
-from kvq.models import save_pretrained
+from kvq.models import load_model, save_pretrained
 from kvq.scoring.batch import ResultsFile, expand_inputs, run_scoring
 from kvq.scoring.maps import local_grid, render_sheet, write_overlay_video
 from video_factory import make_image, make_video
@@ -150,6 +150,34 @@ def test_resume_after_kill_neither_loses_nor_duplicates(weights, media, tmp_path
         assert len(json.loads(out.read_text())) == len(inputs)
     else:
         assert len(out.read_text().splitlines()) == len(inputs) + (suffix == "csv")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_resuming_with_other_weights_is_refused(weights, media, tmp_path, capsys, suffix):
+    out = tmp_path / f"r.{suffix}"
+    inputs = expand_inputs([str(media)])
+    predictor = kvq.load(weights, device="cpu")
+    assert predictor.weights_id.startswith(f"{weights.name}#")
+    run_scoring(predictor, inputs[:1], out)
+    assert [r["weights"] for r in ResultsFile(out).rows.values()] == [predictor.weights_id]
+    # Same file name, other tensors: a new id, and the file is not extended with its scores.
+    other = tmp_path / "other" / weights.name
+    other.parent.mkdir()
+    model, _ = load_model(weights)
+    torch.nn.init.ones_(model.quality_head.fc_last.bias)
+    save_pretrained(model, other, {"input": INPUT, "calibration": CALIBRATION})
+    assert kvq.load(other, device="cpu").weights_id != predictor.weights_id
+    before = out.read_bytes()
+    args = ["score", str(media), "--weights", str(other), "--out", str(out), "--quiet"]
+    assert kvq_main(args) == 2
+    assert "holds scores of other weights" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    # The same weights resume as before.
+    assert (
+        kvq_main(["score", str(media), "--weights", str(weights), "--out", str(out), "--quiet"])
+        == 0
+    )
+    assert len(ResultsFile(out).rows) == len(inputs)
 
 
 def test_two_runs_give_identical_output(weights, media, tmp_path):

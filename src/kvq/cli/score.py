@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kvq.scoring import DEFAULT_WEIGHTS, load
-    from kvq.scoring.batch import expand_inputs, run_scoring
+    from kvq.scoring.batch import ResultsFileError, expand_inputs, run_scoring
     from kvq.scoring.maps import render_sheet, write_overlay_video
     from kvq.train.distributed import init_from_env, leave_process_group
 
@@ -74,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
             if args.maps_video:
                 write_overlay_video(result, stem.with_suffix(".mp4"))
 
-    rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
+    try:
+        rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
+    except ResultsFileError as err:  # every rank raises it alike, before scoring anything
+        print(f"kvq score: {err}", file=sys.stderr)
+        rows = None
     if distributed:
         leave_process_group()
+    if rows is None:
+        return 2
     if rank != 0:
         return 0
     if not args.quiet:

@@ -33,7 +33,7 @@ VIDEO_EXTENSIONS = frozenset(
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 CSV_FIELDS = (
     "path", "score", "raw_score", "error", "duration", "fps", "num_frames", "width", "height",
-    "codec", "decode_s", "model_s", "segments",
+    "codec", "decode_s", "model_s", "segments", "weights",
 )  # fmt: skip
 
 
@@ -68,7 +68,12 @@ def flat_row(row: dict) -> dict:
     flat.update({k: row.get("info", {}).get(k) for k in CSV_FIELDS[4:10]})
     flat.update({k: row.get("timings", {}).get(k) for k in ("decode_s", "model_s")})
     flat["segments"] = json.dumps(row.get("segments", []))
+    flat["weights"] = row.get("weights")
     return flat
+
+
+class ResultsFileError(ValueError):
+    """A result file that this run cannot write to (its name, or the weights it holds)."""
 
 
 class ResultsFile:
@@ -82,7 +87,7 @@ class ResultsFile:
         self.path = Path(path)
         self.kind = self.path.suffix.lower().lstrip(".")
         if self.kind not in ("jsonl", "csv", "json"):
-            raise ValueError(f"--out must end in .jsonl, .csv or .json, got {self.path.name}")
+            raise ResultsFileError(f"--out must end in .jsonl, .csv or .json, got {self.path.name}")
         self.journal = self.path.with_suffix(".partial.jsonl") if self.kind == "json" else self.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
@@ -110,6 +115,15 @@ class ResultsFile:
 
     def done(self, path: str) -> bool:
         return path in self.rows
+
+    def other_weights(self, weights_id: str) -> set[str]:
+        """Weights other than ``weights_id`` that rows of this file were scored with (rows
+        without a ``weights`` field, from before it was recorded, are taken as they are)."""
+        return {row.get("weights") for row in self.rows.values()} - {weights_id, None, ""}
+
+    def clear(self) -> None:
+        self.journal.unlink(missing_ok=True)
+        self.rows = {}
 
     def append(self, row: dict) -> None:
         new_file = not self.journal.exists() or self.journal.stat().st_size == 0
@@ -231,17 +245,26 @@ def run_scoring(
     Under ``torchrun`` (``WORLD_SIZE`` > 1, a process group initialised by the caller) rank
     ``r`` scores inputs ``r::world`` into ``OUT.rank{r}.jsonl``; after a barrier rank 0 merges
     every rank's rows into ``out`` and returns them (the other ranks return ``[]``).
-    ``on_result`` sees each new result (maps, progress).
+    ``on_result`` sees each new result (maps, progress). Rows record the predictor's
+    ``weights_id``; a file holding rows of other weights is refused (:class:`ResultsFileError`).
     """
     rank, world = _rank_and_world()
     results = ResultsFile(out)
+    other = results.other_weights(predictor.weights_id) if predictor.weights_id else set()
+    if other:  # the same on every rank: they all stop here alike
+        raise ResultsFileError(
+            f"{results.path} holds scores of other weights ({', '.join(sorted(other))}), not "
+            f"{predictor.weights_id}: write to another --out, or delete it to score again"
+        )
     pending = [p for p in inputs if not results.done(p)]
     sink = results
     if world > 1:
         sink = ResultsFile(Path(out).with_suffix(f".rank{rank}.jsonl"))
+        if predictor.weights_id and sink.other_weights(predictor.weights_id):
+            sink.clear()  # this rank's scratch rows of an interrupted run with other weights
         pending = [p for p in pending[rank::world] if not sink.done(p)]
     for result in score_paths(predictor, pending, batch_size, workers):
-        sink.append(result.to_row())
+        sink.append({**result.to_row(), "weights": predictor.weights_id or None})
         if on_result is not None:
             on_result(result)
     if world > 1:

@@ -8,6 +8,7 @@ their time spans, the maps, the video's properties and timings.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,12 +128,14 @@ class Predictor:
         calibration: Calibration | None = None,
         device: str | torch.device = "auto",
         name: str = "",
+        weights_id: str = "",
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.spec = spec
         self.calibration = calibration or Calibration()
         self.name = name
+        self.weights_id = weights_id  # file name + content hash: which weights gave a score
 
     @property
     def higher_is_better(self) -> bool:
@@ -233,4 +236,14 @@ def load(
         model = build_model(arch)
         load_pretrained(model, path)
         spec, calibration = ClipSpec(), Calibration()
-    return Predictor(model, spec, calibration, device, name=name)
+    return Predictor(model, spec, calibration, device, name=name, weights_id=weights_id(path))
+
+
+def weights_id(path: str | Path) -> str:
+    """``name#sha256[:12]`` of a weights file: result files record it, so that a resumed run
+    never mixes the scores of two different weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{Path(path).name}#{digest.hexdigest()[:12]}"
