@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from PIL import Image
 import kvq
 from kvq.cli.main import main as kvq_main
 from kvq.models import load_model, save_pretrained
-from kvq.scoring.batch import ResultsFile, expand_inputs, run_scoring
+from kvq.scoring.batch import CSV_FIELDS, ResultsFile, expand_inputs, flat_row, run_scoring
 from kvq.scoring.maps import local_grid, render_sheet, write_overlay_video
 from video_factory import make_image, make_video
 
@@ -178,6 +179,25 @@ def test_resuming_with_other_weights_is_refused(weights, media, tmp_path, capsys
         == 0
     )
     assert len(ResultsFile(out).rows) == len(inputs)
+
+
+def test_resuming_a_csv_keeps_its_header_columns(weights, media, tmp_path):
+    # A file written before the `weights` column existed: new rows follow its header.
+    predictor = kvq.load(weights, device="cpu")
+    inputs = expand_inputs([str(media)])
+    out = tmp_path / "old.csv"
+    reference = run_scoring(predictor, inputs[:1], tmp_path / "ref.jsonl")
+    old_fields = [f for f in CSV_FIELDS if f != "weights"]
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(flat_row(reference[0]))
+    run_scoring(predictor, inputs, out)
+    with out.open(newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == old_fields
+    assert [len(line) for line in lines[1:]] == [len(old_fields)] * len(inputs)
+    assert [line[0] for line in lines[1:]] == inputs
 
 
 def test_two_runs_give_identical_output(weights, media, tmp_path):

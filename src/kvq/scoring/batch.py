@@ -91,6 +91,7 @@ class ResultsFile:
         self.journal = self.path.with_suffix(".partial.jsonl") if self.kind == "json" else self.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
+        self.csv_fields = CSV_FIELDS  # an existing file keeps its own header's columns
         if self.kind == "json" and self.path.exists() and not self.journal.exists():
             for row in json.loads(self.path.read_text(encoding="utf-8")):
                 self.rows[row["path"]] = row
@@ -105,8 +106,10 @@ class ResultsFile:
                 f.truncate(len(complete))
         text = complete.decode("utf-8")
         if self.kind == "csv":
-            for row in csv.DictReader(io.StringIO(text)):
+            reader = csv.DictReader(io.StringIO(text))
+            for row in reader:
                 self.rows[row["path"]] = row
+            self.csv_fields = tuple(reader.fieldnames or CSV_FIELDS)
         else:
             for line in text.splitlines():
                 if line.strip():
@@ -123,13 +126,13 @@ class ResultsFile:
 
     def clear(self) -> None:
         self.journal.unlink(missing_ok=True)
-        self.rows = {}
+        self.rows, self.csv_fields = {}, CSV_FIELDS
 
     def append(self, row: dict) -> None:
         new_file = not self.journal.exists() or self.journal.stat().st_size == 0
         with self.journal.open("a", encoding="utf-8", newline="") as f:
             if self.kind == "csv":
-                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                writer = csv.DictWriter(f, fieldnames=self.csv_fields, extrasaction="ignore")
                 if new_file:
                     writer.writeheader()
                 writer.writerow(flat_row(row))
