@@ -159,6 +159,7 @@ def test_resuming_with_other_weights_is_refused(weights, media, tmp_path, capsys
     inputs = expand_inputs([str(media)])
     predictor = kvq.load(weights, device="cpu")
     assert predictor.weights_id.startswith(f"{weights.name}#")
+    assert predictor.score(inputs[0]).weights == predictor.weights_id  # API and files alike
     run_scoring(predictor, inputs[:1], out)
     assert [r["weights"] for r in ResultsFile(out).rows.values()] == [predictor.weights_id]
     # Same file name, other tensors: a new id, and the file is not extended with its scores.

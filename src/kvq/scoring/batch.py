@@ -222,7 +222,9 @@ def score_paths(
                 outputs[it.path] = (raw[j], quality[j], saliency[j], model_s)
         for it in items:
             if it.error is not None:
-                yield ScoreResult(path=it.path, error=it.error)
+                yield ScoreResult(
+                    path=it.path, error=it.error, weights=predictor.weights_id or None
+                )
                 continue
             raw_j, q_j, s_j, model_s = outputs[it.path]
             timings = {"decode_s": round(it.decode_s, 4), "model_s": round(model_s, 4)}
@@ -267,7 +269,7 @@ def run_scoring(
             sink.clear()  # this rank's scratch rows of an interrupted run with other weights
         pending = [p for p in pending[rank::world] if not sink.done(p)]
     for result in score_paths(predictor, pending, batch_size, workers):
-        sink.append({**result.to_row(), "weights": predictor.weights_id or None})
+        sink.append(result.to_row())
         if on_result is not None:
             on_result(result)
     if world > 1:

@@ -78,6 +78,7 @@ class ScoreResult:
     info: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     error: str | None = None
+    weights: str | None = None  # the predictor's weights_id, where it has one
     local_quality: np.ndarray | None = field(default=None, repr=False)
     saliency: np.ndarray | None = field(default=None, repr=False)
     frames: np.ndarray | None = field(default=None, repr=False)
@@ -92,6 +93,7 @@ class ScoreResult:
             "info": self.info,
             "timings": self.timings,
             "error": self.error,
+            "weights": self.weights,
         }
         return row
 
@@ -191,6 +193,7 @@ class Predictor:
             local_quality=quality,
             saliency=saliency,
             frames=(frames[0] if frames.ndim == 5 else frames).numpy(),
+            weights=self.weights_id or None,
         )
 
     def score(self, source: str | Path | torch.Tensor) -> ScoreResult:
@@ -206,7 +209,7 @@ class Predictor:
             try:
                 frames, info, indices = decode_input(source, self.spec)
             except VideoError as err:
-                return ScoreResult(path=path, error=str(err))
+                return ScoreResult(path=path, error=str(err), weights=self.weights_id or None)
             decode_s = time.perf_counter() - start
         start = time.perf_counter()
         raw, quality, saliency = self.forward(frames[None])
