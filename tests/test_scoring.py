@@ -230,7 +230,51 @@ def test_cli_writes_maps_per_input(weights, media, tmp_path):
     maps = tmp_path / "maps"
     args = ["score", str(media), "--weights", str(weights), "--maps", str(maps), "--quiet"]
     assert kvq_main(args) == 0
-    assert sorted(p.name for p in maps.iterdir()) == ["a.png", "c.png", "sub__b.png"]
+    written = sorted(p.relative_to(maps).as_posix() for p in maps.rglob("*") if p.is_file())
+    assert written == ["a.mp4.maps.png", "c.png.maps.png", "sub/b.mkv.maps.png"]
+
+
+def test_cli_maps_never_overwrite_inputs_or_each_other(weights, media, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("clip.mp4", "sub/clip.mp4"):
+        (folder / name).write_bytes((media / "a.mp4").read_bytes())
+    make_image(folder / "e_image.jpg", pattern="gradient")
+    make_image(folder / "e_image.png")
+    inputs = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    args = ["score", str(folder), "--weights", str(weights), "--quiet"]
+    assert kvq_main([*args, "--maps", str(folder), "--maps-video"]) == 0
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.maps.*"))
+    assert written == [
+        f"{name}.maps.{ext}"
+        for name in ("clip.mp4", "e_image.jpg", "e_image.png", "sub/clip.mp4")
+        for ext in ("mp4", "png")
+    ]
+    # A file named directly gets its sheet next to it, under its whole name.
+    pic = folder / "sub" / "pic.png"
+    pic.write_bytes(inputs[folder / "e_image.png"])
+    args = ["score", str(pic), "--weights", str(weights), "--maps", str(pic.parent), "--quiet"]
+    assert kvq_main(args) == 0
+    assert pic.read_bytes() == inputs[folder / "e_image.png"]
+    with Image.open(folder / "sub" / "pic.png.maps.png") as sheet:
+        assert sheet.width == 4 * 160
+
+
+def test_cli_refuses_maps_onto_an_input_before_scoring(weights, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "pic.png")
+    make_image(folder / "pic.png.maps.png", pattern="gradient")  # an earlier run's sheet
+    inputs = {p: p.read_bytes() for p in folder.iterdir()}
+    out = tmp_path / "results" / "r.jsonl"
+    args = ["score", str(folder), "--weights", str(weights), "--out", str(out), "--quiet"]
+    assert kvq_main([*args, "--maps", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "over the input" in err
+    assert f"{folder / 'pic.png.maps.png'} over the input {folder / 'pic.png.maps.png'}" in err
+    assert not out.parent.exists()  # nothing scored
+    assert {p: p.read_bytes() for p in folder.iterdir()} == inputs
 
 
 def test_cli_argument_errors_exit_2_before_joining_a_group(

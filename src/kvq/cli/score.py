@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="weights name or file (default: bundled)")
     p.add_argument("--arch", default="kvq-t", help="architecture for foreign .pth checkpoints")
     p.add_argument("--out", default=None, help="results file: .jsonl, .csv or .json (resumable)")
-    p.add_argument("--maps", default=None, metavar="DIR", help="write a PNG sheet per input")
+    p.add_argument(
+        "--maps",
+        default=None,
+        metavar="DIR",
+        help="write a PNG sheet per input (videos/sub/a.mp4 → DIR/sub/a.mp4.maps.png)",
+    )
     p.add_argument("--maps-video", action="store_true", help="with --maps: also an overlay MP4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=1)
@@ -39,15 +44,28 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kvq.scoring import DEFAULT_WEIGHTS, load
-    from kvq.scoring.batch import ResultsFileError, expand_inputs, run_scoring
-    from kvq.scoring.maps import render_sheet, write_overlay_video
+    from kvq.scoring.batch import ResultsFileError, find_inputs, run_scoring
+    from kvq.scoring.maps import (
+        MapsError,
+        check_map_files,
+        map_files,
+        render_sheet,
+        write_overlay_video,
+    )
     from kvq.train.distributed import init_from_env, leave_process_group
 
     # Argument errors first, before joining torchrun's group: every rank sees the same arguments
     # and exits on its own, with no group to leave.
-    inputs = expand_inputs(args.inputs)
+    found = find_inputs(args.inputs)
+    inputs = list(found)
     if not inputs:
         print("kvq score: no inputs found", file=sys.stderr)
+        return 2
+    maps = map_files(found, args.maps, args.maps_video) if args.maps else {}
+    try:
+        check_map_files(maps)
+    except MapsError as err:
+        print(f"kvq score: {err}", file=sys.stderr)
         return 2
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         print("kvq score: --out is required under torchrun", file=sys.stderr)
@@ -65,14 +83,10 @@ def run(args: argparse.Namespace) -> int:
         scratch = tempfile.TemporaryDirectory()
         out = Path(scratch.name) / "results.jsonl"
 
-    map_names = _map_names(inputs)
-
     def on_result(result) -> None:
-        if args.maps and result.error is None:
-            stem = Path(args.maps) / map_names[result.path]
-            render_sheet(result, stem.with_suffix(".png"))
-            if args.maps_video:
-                write_overlay_video(result, stem.with_suffix(".mp4"))
+        if maps and result.error is None:  # the sheet, then with --maps-video the MP4
+            for write, target in zip((render_sheet, write_overlay_video), maps[result.path]):
+                write(result, target)
 
     try:
         rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
@@ -93,18 +107,6 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"kvq score: {failed} of {len(rows)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _map_names(inputs: list[str]) -> dict[str, str]:
-    """File stems for the maps: each input's path below the inputs' common folder, with ``__``
-    for ``/`` (so same-named files in different folders do not collide)."""
-    absolute = [os.path.abspath(p) for p in inputs]
-    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
-    names = {}
-    for path, full in zip(inputs, absolute):
-        rel = os.path.splitext(os.path.relpath(full, root))[0]
-        names[path] = rel.replace(os.sep, "__")
-    return names
 
 
 def _print_table(rows: list[dict], scale: str) -> None:

@@ -41,25 +41,40 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
     """Files, folders (recursively, media files only), globs and ``@list.txt`` files (one path
     per line) → paths in a stable order, without duplicates. A name that matches nothing is
     kept, so that it is reported as a failed input rather than silently dropped."""
-    out: dict[str, None] = {}
+    return list(find_inputs(items))
+
+
+def find_inputs(items: Iterable[str]) -> dict[str, str]:
+    """The paths of :func:`expand_inputs`, each with the folder it was found under: the folder
+    argument it was walked from, a glob's folder before its first wildcard, or (a file named
+    directly) its own folder. Where a path is found twice, its first folder is kept."""
+    out: dict[str, str] = {}
     for item in items:
         if item.startswith("@"):
             lines = Path(item[1:]).read_text(encoding="utf-8").splitlines()
-            for line in expand_inputs(ln.strip() for ln in lines if ln.strip()):
-                out[line] = None
+            for line, root in find_inputs(ln.strip() for ln in lines if ln.strip()).items():
+                out.setdefault(line, root)
         elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 for name in sorted(files):
                     if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
-                        out[os.path.join(root, name)] = None
+                        out.setdefault(os.path.join(root, name), item)
         elif glob.has_magic(item):
             for match in sorted(glob.glob(item, recursive=True)):
                 if os.path.isfile(match):
-                    out[match] = None
+                    out.setdefault(match, _glob_root(item))
         else:
-            out[item] = None
-    return list(out)
+            out.setdefault(item, os.path.dirname(item) or ".")
+    return out
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder of a glob pattern before its first wildcard (``.`` for none)."""
+    root = os.path.dirname(pattern)
+    while glob.has_magic(root):
+        root = os.path.dirname(root)
+    return root or "."
 
 
 def flat_row(row: dict) -> dict:

@@ -4,10 +4,16 @@ The sheet shows a few sampled frames with the saliency map (where the model look
 quality map (how good each region is) and their product (each region's share of the score)
 overlaid, colour bars with the value ranges, and the 7×7 local scores (Q averaged over time,
 the LPVQ grid) drawn over the middle frame.
+
+In a maps folder each input's files are named after its whole file name, in its sub-folder
+below the folder it was found under: ``videos/sub/clip.mp4`` → ``sub/clip.mp4.maps.png`` (and
+``sub/clip.mp4.maps.mp4``), so that neither ``clip.mp4`` and ``clip.png`` nor same-named files
+in different folders share a map file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,39 @@ SALIENCY_COLOURS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (
 QUALITY_COLOURS = ((215, 48, 39), (252, 141, 89), (254, 224, 139), (145, 207, 96), (26, 152, 80))
 CELL = 160  # pixels of one panel's longer side
 LPVQ_GRID = 7
+SHEET_SUFFIX, VIDEO_SUFFIX = ".maps.png", ".maps.mp4"
+
+
+class MapsError(ValueError):
+    """A maps folder whose map files would be written onto an input."""
+
+
+def map_files(found: dict[str, str], folder: str | Path, video: bool) -> dict[str, list[Path]]:
+    """The map files of each input (path → the folder it was found under, as
+    :func:`kvq.scoring.batch.find_inputs` gives them) in ``folder``: its sheet, then with
+    ``video`` its overlay MP4. Names keep the input's path below the common folder of the
+    folders the inputs were found under, so distinct inputs never share a map file."""
+    if not found:
+        return {}
+    base = os.path.commonpath([os.path.abspath(root) for root in found.values()])
+    suffixes = (SHEET_SUFFIX, VIDEO_SUFFIX) if video else (SHEET_SUFFIX,)
+    files = {}
+    for path in found:
+        rel = os.path.relpath(os.path.abspath(path), base)
+        files[path] = [Path(folder) / (rel + suffix) for suffix in suffixes]
+    return files
+
+
+def check_map_files(files: dict[str, list[Path]]) -> None:
+    """Raise :class:`MapsError` where a map file of :func:`map_files` is one of the inputs."""
+    inputs = {os.path.realpath(path): path for path in files}
+    for target in (target for targets in files.values() for target in targets):
+        overwritten = inputs.get(os.path.realpath(target))
+        if overwritten is not None:
+            raise MapsError(
+                f"--maps would write {target} over the input {overwritten}: "
+                "choose another --maps folder"
+            )
 
 
 def colourize(values: np.ndarray, lo: float, hi: float, colours) -> np.ndarray:
