@@ -19,7 +19,14 @@ from PIL import Image
 import kvq
 from kvq.cli.main import main as kvq_main
 from kvq.models import load_model, save_pretrained
-from kvq.scoring.batch import CSV_FIELDS, ResultsFile, expand_inputs, flat_row, run_scoring
+from kvq.scoring.batch import (
+    CSV_FIELDS,
+    ResultsFile,
+    expand_inputs,
+    flat_row,
+    run_scoring,
+    score_paths,
+)
 from kvq.scoring.maps import local_grid, render_sheet, write_overlay_video
 from video_factory import make_image, make_video
 
@@ -199,6 +206,30 @@ def test_resuming_a_csv_keeps_its_header_columns(weights, media, tmp_path):
     assert lines[0] == old_fields
     assert [len(line) for line in lines[1:]] == [len(old_fields)] * len(inputs)
     assert [line[0] for line in lines[1:]] == inputs
+
+
+def test_videos_and_images_batch_together_like_one_at_a_time(weights, media, tmp_path):
+    # An image is a static clip of spec.image_frames (16) frames, a video one of 8: a batch
+    # holding both is run in groups of equal clips, and gives each input its own result.
+    predictor = kvq.load(weights, device="cpu")
+    make_image(tmp_path / "d.jpg", size=(40, 30), pattern="gradient")
+    inputs = [str(p) for p in (media / "c.png", media / "a.mp4", tmp_path / "d.jpg")]
+    inputs += [str(media / "sub" / "b.mkv"), str(tmp_path / "missing.mp4")]
+    batched = list(score_paths(predictor, inputs, batch_size=4))
+    assert [r.path for r in batched] == inputs
+    assert batched[-1].score is None and "missing.mp4" in batched[-1].error
+    assert [r.frames.shape[0] for r in batched[:-1]] == [16, 8, 16, 8]
+    for result in batched[:-1]:
+        single = predictor.score(result.path)
+        assert result.raw_score == pytest.approx(single.raw_score, rel=1e-5, abs=1e-6)
+        assert result.score == pytest.approx(single.score, rel=1e-5, abs=1e-6)
+        assert np.allclose(result.local_quality, single.local_quality, rtol=1e-5, atol=1e-6)
+        assert [s.start_s for s in result.segments] == [s.start_s for s in single.segments]
+    out = tmp_path / "r.jsonl"
+    args = ["score", str(media), "--weights", str(weights), "--out", str(out), "--quiet"]
+    assert kvq_main([*args, "--batch-size", "4"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in rows] == expand_inputs([str(media)])
 
 
 def test_two_runs_give_identical_output(weights, media, tmp_path):

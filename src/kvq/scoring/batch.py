@@ -214,7 +214,8 @@ def score_paths(
     batch_size: int = 1,
     workers: int = 0,
 ) -> Iterator[ScoreResult]:
-    """Score ``paths`` in order; decoding runs ahead in ``workers`` processes (0: inline)."""
+    """Score ``paths`` in order; decoding runs ahead in ``workers`` processes (0: inline).
+    The clips of a batch run through the model in groups of one shape (videos and images)."""
     if not paths:
         return
     # The model runs in this process; decoding workers need no model threads of their own.
@@ -227,13 +228,12 @@ def score_paths(
         worker_init_fn=_single_thread_worker if workers else None,
     )
     for items in loader:
-        good = [it for it in items if it.error is None]
         outputs = {}
-        if good:
+        for group in _same_shape_groups(items):
             start = time.perf_counter()
-            raw, quality, saliency = predictor.forward(torch.stack([it.frames for it in good]))
-            model_s = (time.perf_counter() - start) / len(good)
-            for j, it in enumerate(good):
+            raw, quality, saliency = predictor.forward(torch.stack([it.frames for it in group]))
+            model_s = (time.perf_counter() - start) / len(group)
+            for j, it in enumerate(group):
                 outputs[it.path] = (raw[j], quality[j], saliency[j], model_s)
         for it in items:
             if it.error is not None:
@@ -246,6 +246,17 @@ def score_paths(
             yield predictor.result(
                 it.path, it.frames, raw_j, q_j, s_j, it.info, it.indices, timings
             )
+
+
+def _same_shape_groups(items: list[DecodedItem]) -> list[list[DecodedItem]]:
+    """The decoded items of a batch grouped by clip shape, in order of first appearance: one
+    model batch each (an image's static clip has ``spec.image_frames`` frames, a video's
+    ``spec.clip_len``)."""
+    groups: dict[tuple[int, ...], list[DecodedItem]] = {}
+    for it in items:
+        if it.error is None:
+            groups.setdefault(tuple(it.frames.shape), []).append(it)
+    return list(groups.values())
 
 
 def _single_thread_worker(_: int) -> None:
