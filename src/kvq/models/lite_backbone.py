@@ -1,0 +1,101 @@
+"""The ``kvq-lite`` backbone: an ImageNet-pretrained CNN as the early, local stages, then KVQ's
+Fusion Window stages.
+
+KVQ's first two stages only extract localised high-frequency features; the paper takes them
+from an existing backbone. Here EfficientNet-Lite0, applied to every frame, replaces the patch
+embedding and stages 1–2: its stride-16 features of two consecutive frames are concatenated
+and projected into one token, giving the same token grid as stage 3 of Video Swin
+``(T/2, H/16, W/16)``. Stages 3–4 (Fusion Window Attention, saliency priors), the final norm and
+everything after the backbone are those of ``kvq-t``.
+
+The backbone is split in two so that a frozen stem can be computed once and cached:
+:meth:`LiteBackbone.embed` (the per-frame CNN) and :meth:`LiteBackbone.forward_embedded`
+(everything trainable after it).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kvq.models.efficientnet_lite import EfficientNetLite
+from kvq.models.swin3d import SwinTransformer3D, _init_weights
+from kvq.video.clip import MEAN, STD
+
+STEM_STRIDE = 16
+
+
+class FrameStem(nn.Module):
+    """EfficientNet-Lite0 up to stride 16, frame by frame.
+
+    ``(B, 3, T, H, W)`` normalised as every kvq input (ImageNet mean/std) →
+    ``(B, T, 112, ⌈H/16⌉, ⌈W/16⌉)``. The input is first mapped to the CNN's own scaling
+    ``(RGB − 127) / 128``. With ``frozen`` the stem keeps its BatchNorm statistics in training
+    mode too (its parameters are then excluded from the optimiser by whoever freezes it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = EfficientNetLite()
+        self.net.truncate(STEM_STRIDE)
+        self.channels = self.net.feature_channels(STEM_STRIDE)
+        self.frozen = False
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrameStem:
+        return super().train(mode and not self.frozen)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, t, h, w = x.shape
+        # (x·std + mean − 127) / 128: kvq's input normalisation → the CNN's own scaling.
+        std, mean = x.new_tensor(STD).view(1, 3, 1, 1), x.new_tensor(MEAN).view(1, 3, 1, 1)
+        frames = x.transpose(1, 2).reshape(b * t, 3, h, w) * (std / 128) + (mean - 127) / 128
+        features = self.net.features(frames, STEM_STRIDE)
+        return features.reshape(b, t, *features.shape[1:])
+
+
+class TemporalMerge(nn.Module):
+    """Two consecutive frames' stem features → one token: concatenate, ``Linear``, LayerNorm.
+
+    ``(B, T, C, H, W)`` → ``(B, ⌈T/2⌉, H, W, dim)`` channels-last (an odd last frame is
+    zero-padded, as the patch embedding pads its input).
+    """
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * channels, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, c, h, w = x.shape
+        x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, t % 2))
+        x = x.reshape(b, -1, 2 * c, h, w).permute(0, 1, 3, 4, 2)
+        return self.norm(self.proj(x))
+
+
+class LiteBackbone(SwinTransformer3D):
+    """Video Swin stages on a :class:`FrameStem`: :meth:`embed` is the per-frame CNN,
+    :meth:`tokens` the :class:`TemporalMerge`; everything else is
+    :class:`~kvq.models.swin3d.SwinTransformer3D`'s (``forward`` returns the final normed
+    features ``(B, C, T/2, H/32, W/32)``).
+
+    ``depths`` etc. list only the stages after the stem, starting at width ``stage_dim``.
+    """
+
+    def __init__(self, stage_dim: int, **swin) -> None:
+        super().__init__(embed_dim=stage_dim, **swin)
+        del self.patch_embed  # replaced by the stem
+        self.stem = FrameStem()
+        self.merge = TemporalMerge(self.stem.channels, stage_dim)
+        self.merge.apply(_init_weights)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``(B, 3, T, H, W)`` → per-frame stem features ``(B, T, 112, H/16, W/16)``."""
+        return self.stem(x)
+
+    def tokens(self, e: Tensor) -> Tensor:
+        return self.merge(e)

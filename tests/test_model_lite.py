@@ -1,0 +1,129 @@
+"""kvq-lite: the ImageNet EfficientNet-Lite0 stem, Fusion Window stages on top, LPC, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kvq
+from kvq.models.efficientnet_lite import EfficientNetLite
+from kvq.models.pretrained import IMAGENET_STEM, imagenet_stem_file, read_state_dict
+from kvq.train.losses import cube_quality_map, cut_cubes
+from kvq.train.trainer import TrainForward
+
+DATA = Path(__file__).parent / "data"
+CAT_CLASSES = set(range(281, 286))  # ImageNet's domestic cats (tabby … Egyptian cat)
+
+
+def lite(**overrides) -> kvq.models.KVQModel:
+    torch.manual_seed(0)
+    return kvq.build_model("kvq-lite", **overrides).eval()
+
+
+def test_pretrained_stem_weights_classify_a_real_photograph():
+    """The packaged ImageNet weights in our network definition label a cat as a cat (a wrong
+    padding, activation or key mapping breaks this)."""
+    net = EfficientNetLite().eval()
+    state, _ = read_state_dict(imagenet_stem_file())
+    net.load_state_dict(state, strict=True)
+    rgb = np.asarray(Image.open(DATA / "chelsea_224.jpg").convert("RGB"), dtype=np.float32)
+    x = (torch.from_numpy(rgb).permute(2, 0, 1)[None] - 127) / 128
+    with torch.no_grad():
+        probs = net(x).softmax(-1)[0]
+    top = probs.topk(3)
+    assert set(top.indices.tolist()) <= CAT_CLASSES
+    assert top.values.sum() > 0.5
+
+
+def test_stem_weights_load_into_kvq_lite_with_a_report():
+    model = lite()
+    before = model.quality_head.fc_hid.weight.clone()
+    report = kvq.load_pretrained(model, IMAGENET_STEM, strict=True)
+    assert report.layout == "efficientnet-lite" and report.ok
+    assert all(k.startswith("backbone.stem.net.") for k in report.loaded)
+    assert report.initialised and not any("stem" in k for k in report.initialised)
+    assert any(k.startswith("_fc.") for k in report.ignored)  # the classifier is not kept
+    state, _ = read_state_dict(imagenet_stem_file())
+    torch.testing.assert_close(
+        model.backbone.stem.net._conv_stem.weight, state["_conv_stem.weight"]
+    )
+    assert torch.equal(model.quality_head.fc_hid.weight, before)
+
+
+def test_kvq_lite_output_grid_and_priors():
+    model = lite()
+    x = torch.randn(2, 3, 4, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+    assert out.score.shape == (2,)
+    assert out.local_quality.shape == out.saliency.shape == (2, 2, 2, 3)  # T/2, H/32, W/32
+    assert out.priors.shape == (2, 4, 2, 2, 3)  # 2 stage-3 + 2 stage-4 blocks
+    # S sums to H'·W' in every time slice; a stage-4 prior (column sums of a row softmax over
+    # all 12 tokens) sums to the number of tokens.
+    torch.testing.assert_close(out.saliency.sum((2, 3)), torch.full((2, 2), 6.0))
+    torch.testing.assert_close(out.priors[:, 2:].sum((2, 3, 4)), torch.full((2, 2), 12.0))
+    torch.testing.assert_close(out.score, (out.local_quality * out.saliency).mean((1, 2, 3)))
+
+
+def test_forward_from_a_cached_stem_equals_the_forward():
+    model = lite()
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        direct = model(x)
+        cached = model.forward_embedded(model.backbone.embed(x).half().float())
+    torch.testing.assert_close(cached.score, direct.score, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("attention", ["iwa", "cwa", "fwa"])
+@pytest.mark.parametrize("multiscale", [True, False])
+def test_ablation_switches_work_on_kvq_lite(attention, multiscale):
+    model = lite(attention=attention, multiscale_saliency=multiscale)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 4, 64, 64))
+    assert out.priors.shape[1] == (4 if multiscale else 0)
+    has_cross = any(".attn.cross." in k for k in model.state_dict())
+    assert has_cross == (attention != "iwa")
+
+
+def test_frozen_stem_keeps_its_statistics_and_gets_no_gradient():
+    model = lite()
+    model.backbone.stem.freeze()
+    model.train()
+    assert not model.backbone.stem.training and model.quality_head.training
+    bn = model.backbone.stem.net._bn0
+    mean = bn.running_mean.clone()
+    out = model(torch.randn(2, 3, 4, 64, 64) * 3)
+    out.score.sum().backward()
+    assert torch.equal(bn.running_mean, mean)
+    assert all(p.grad is None for p in model.backbone.stem.parameters())
+    assert model.backbone.merge.proj.weight.grad is not None
+
+
+def test_lpc_runs_cubes_through_the_same_network_cached_or_not():
+    """Q̂ of kvq-lite: every [2, 32, 32] cube scored alone gives one cell; from cached stem
+    outputs of the cubes it is the same map."""
+    model = lite()
+    x = torch.randn(2, 3, 4, 64, 96)
+    forward = TrainForward(model, (2, 32, 32)).eval()
+    with torch.no_grad():
+        score, q, q_hat = forward(x)
+        cubes, grid = cut_cubes(x, (2, 32, 32))
+        cached = forward(model.backbone.embed(x), model.backbone.embed(cubes))
+    assert q_hat.shape == q.shape == (2, *grid)
+    expected = cube_quality_map(model.local_quality, x, (2, 32, 32), tuple(q.shape[1:]))
+    torch.testing.assert_close(q_hat, expected)
+    one = model.local_quality(x[:1, :, 2:4, 32:64, 64:96])  # the cube of cell (1, 1, 2)
+    torch.testing.assert_close(q_hat[0, 1, 1, 2], one.mean(), atol=1e-5, rtol=1e-5)
+    for a, b in zip((score, q, q_hat), cached, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_stem_depths_must_match_the_stem():
+    with pytest.raises(ValueError, match="depths"):
+        kvq.build_model("kvq-lite", depths=(2, 2, 2, 2))
+    with pytest.raises(ValueError, match="depths"):
+        kvq.build_model("kvq-t", depths=(0, 0, 2, 2))
