@@ -158,3 +158,28 @@ def test_run_data_keeps_test_apart_from_train_and_val(tmp_path):
     assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
     expected_test = {labels[i].path for i in random_splits(50, 3, 0.2, seed=0)[2][1]}
     assert paths[2] == expected_test  # the same test part `kvq eval --splits` scores
+
+
+def test_group_sampler_batches_hold_whole_groups_in_a_seeded_order():
+    from kvq.data.datasets import GroupSampler
+
+    groups = [k // 4 for k in range(24)] + [99, 99]  # six ladders of 4, a pair left over
+    sampler = GroupSampler(groups, global_batch=8, group_size=4, seed=3)
+    assert sampler.batches_per_epoch == 3  # the pair cannot fill a chunk of 4
+    order = [i for i, _ in sampler]
+    assert sorted(order) == list(range(24))
+    for chunk in range(0, 24, 4):
+        assert len({groups[i] for i in order[chunk : chunk + 4]}) == 1
+    again = [i for i, _ in GroupSampler(groups, 8, 4, seed=3)]
+    other = [i for i, _ in GroupSampler(groups, 8, 4, seed=4)]
+    assert order == again and order != other
+    sampler.set_epoch(1)
+    assert [i for i, _ in sampler] != order
+    # two ranks split each global batch: rank 1 takes the second group of each batch
+    ranks = [[i for i, _ in GroupSampler(groups, 8, 4, 3, rank, 2)] for rank in (0, 1)]
+    assert [order[k : k + 4] for k in range(0, 24, 8)] == [
+        ranks[0][k : k + 4] for k in range(0, 12, 4)
+    ]
+    assert [order[k + 4 : k + 8] for k in range(0, 24, 8)] == [
+        ranks[1][k : k + 4] for k in range(0, 12, 4)
+    ]

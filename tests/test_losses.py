@@ -179,3 +179,26 @@ def test_score_shifting_biases_get_no_true_gradient():
     assert largest > 1e-3
     for name in ("quality_head.fc_last.bias", "saliency_head.fc_last.bias", "prior_fusion.bias"):
         assert grads[name] < 1e-5 * largest, (name, grads[name], largest)
+
+
+def test_group_rank_loss_compares_only_videos_of_one_group():
+    """Two ladders: inside each the order is right, across them it is wrong — the plain rank
+    loss sees violations, the group rank loss none; breaking one ladder's order costs its gap."""
+    mos = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    groups = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([3.0, 4.0, 1.0, 2.0])  # right inside groups, wrong across
+    assert rank_loss(pred, mos) > 0
+    assert rank_loss(pred, mos, groups) == 0
+    broken = torch.tensor([4.0, 3.0, 1.0, 2.0])  # ladder 0 reversed by a gap of 1
+    # 2 violated ordered pairs of the 4 same-group pairs, each costing 1; max violation 1
+    assert rank_loss(broken, mos, groups).item() == pytest.approx(2 / 4 / 2)
+    assert rank_loss(pred, mos, torch.arange(4)).item() == 0  # no pair at all
+
+
+def test_group_rank_term_is_weighted_into_the_total():
+    score, mos = torch.tensor([4.0, 3.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    groups = torch.tensor([0, 0, 1, 1])
+    off = KVQLoss(LossConfig(group_rank_weight=0.0))(score, mos, groups=groups)
+    on = KVQLoss(LossConfig(group_rank_weight=2.0))(score, mos, groups=groups)
+    assert off.group_rank == 0
+    torch.testing.assert_close(on.total, off.total + 2.0 * rank_loss(score, mos, groups))

@@ -28,14 +28,14 @@ def sources(tmp_path_factory) -> Path:
     return root
 
 
-CONFIG = SynthConfig.small(num_videos=8, num_frames=10)
+CONFIG = SynthConfig.small(num_videos=12, num_frames=10, ladder=2)
 
 
 @pytest.fixture(scope="module")
 def corpus(sources, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     summary = build_corpus(out, [sources], CONFIG, workers=2, progress=False)
-    assert summary.num_items == summary.num_built == 8
+    assert summary.num_items == summary.num_built == 12
     return out
 
 
@@ -100,7 +100,7 @@ def test_same_seed_gives_byte_identical_labels(corpus, sources, tmp_path):
     build_corpus(tmp_path, [sources], CONFIG, workers=1, progress=False)
     assert label_bytes(tmp_path) == label_bytes(corpus)
     assert (tmp_path / "manifest.json").read_bytes() == (corpus / "manifest.json").read_bytes()
-    other = plan_corpus(find_sources([sources]), SynthConfig.small(num_videos=8, seed=1))
+    other = plan_corpus(find_sources([sources]), SynthConfig.small(num_videos=12, ladder=2, seed=1))
     assert other != plan_corpus(find_sources([sources]), CONFIG)
 
 
@@ -136,9 +136,44 @@ def test_cli_builds_small_corpus(sources, tmp_path, capsys):
             "--small",
             "--num-videos",
             "4",
+            "--ladder",
+            "1",
             "--no-progress",
         ]
     )
     assert code == 0
     assert "4 clips" in capsys.readouterr().out
     assert len(read_video_labels(tmp_path / "labels" / "train.txt")) >= 1
+
+
+def test_ladders_share_everything_but_a_growing_severity(sources):
+    config = SynthConfig.small(num_videos=24, ladder=4, pristine_prob=0.5)
+    plans = plan_corpus(find_sources([sources]), config)
+    groups: dict[str, list] = {}
+    for plan in plans:
+        groups.setdefault(plan.group, []).append(plan)
+    assert all(len(rungs) == 4 for rungs in groups.values())
+    pristine_first = 0
+    for rungs in groups.values():
+        assert len({(r.source, r.view, r.split) for r in rungs}) == 1
+        distorted = [r for r in rungs if r.distortions]
+        pristine_first += len(distorted) == 3
+        assert len(distorted) >= 3 and not rungs[-1].distortions == ()
+        shapes = {
+            tuple((a.factor, a.mask, tuple(sorted(a.params.items()))) for a in r.distortions)
+            for r in distorted
+        }
+        assert len(shapes) == 1
+        severities = [r.distortions[0].severity for r in distorted]
+        assert severities == sorted(severities) and len(set(severities)) == len(severities)
+    assert 0 < pristine_first < len(groups)
+
+
+def test_group_files_list_every_clip_of_a_split(corpus):
+    from kvq.data.labels import read_groups
+
+    for split in ("train", "val", "test"):
+        groups = read_groups(corpus / "labels" / f"{split}_groups.csv")
+        labels = read_video_labels(corpus / "labels" / f"{split}.txt")
+        assert sorted(groups) == sorted(lb.path for lb in labels)
+        assert all(list(groups.values()).count(g) == CONFIG.ladder for g in groups.values())

@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--num-videos", type=int, default=None, help="override the preset's count")
+    p.add_argument(
+        "--ladder",
+        type=int,
+        default=None,
+        help="clips per severity ladder (default: the preset's, 4; 1: independent clips)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -37,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"seed": args.seed}
     if args.num_videos is not None:
         overrides["num_videos"] = args.num_videos
+    if args.ladder is not None:
+        overrides["ladder"] = args.ladder
     try:
         preset = SynthConfig.small if args.small else SynthConfig.default
         config = preset(**overrides)

@@ -155,13 +155,57 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.local_batch
 
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        order = self._order()
         seeds = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, 2**31, self.size)
         for batch in range(self.start_batch, self.batches_per_epoch):
             first = batch * self.global_batch + self.rank * self.local_batch
             for position in range(first, first + self.local_batch):
                 yield int(order[position]), int(seeds[position])
+
+
+class GroupSampler(EpochSampler):
+    """:class:`EpochSampler` whose global batches are made of whole groups: each holds every
+    video of ``global_batch / group_size`` groups (the same content at several severities), so
+    a batch always compares severities of one picture as well as pictures with each other.
+
+    ``groups[i]`` is the group id of video ``i``; groups are cut into chunks of ``group_size``
+    videos (a smaller remainder of a group is dropped for the epoch, a larger group gives
+    several chunks, drawn in a new order every epoch).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[int],
+        global_batch: int,
+        group_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if group_size < 1 or global_batch % group_size:
+            raise ValueError(
+                f"global batch {global_batch} is not a multiple of the group size {group_size}"
+            )
+        members: dict[int, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(int(group), []).append(index)
+        self.members = [m for _, m in sorted(members.items())]
+        self.group_size = group_size
+        chunks = sum(len(m) // group_size for m in self.members)
+        super().__init__(chunks * group_size, global_batch, seed, rank, world_size)
+
+    def _order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, 2])
+        chunks = []
+        for members in self.members:
+            shuffled = rng.permutation(members)
+            usable = len(shuffled) - len(shuffled) % self.group_size
+            chunks.extend(shuffled[:usable].reshape(-1, self.group_size))
+        return np.concatenate([chunks[i] for i in rng.permutation(len(chunks))])
 
 
 def split_indices(

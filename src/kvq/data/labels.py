@@ -125,3 +125,28 @@ def write_lpvq_labels(path: str | Path, grids: dict[str, np.ndarray]) -> None:
         )
         lines.append(f"{name} {cells}\n")
     Path(path).write_text("".join(lines), encoding="utf-8")
+
+
+def read_groups(path: str | Path) -> dict[str, str]:
+    """Read a group file (CSV ``path,group`` with that header) → ``{video path: group}``.
+
+    Videos of one group show the same content at different severities of the same damage
+    (``kvq synth``'s ladders); training ranks them against each other.
+    """
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except OSError as err:
+        raise LabelFileError(f"{path}: {err}") from None
+    if rows and not {"path", "group"} <= set(rows[0]):
+        raise LabelFileError(f"{path}: expected a CSV with the header 'path,group'")
+    return {row["path"].strip(): row["group"].strip() for row in rows}
+
+
+def write_groups(path: str | Path, groups: dict[str, str]) -> None:
+    """Write ``{video path: group}`` in the format :func:`read_groups` reads."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "group"])
+    writer.writerows(groups.items())
+    Path(path).write_text(out.getvalue(), encoding="utf-8")

@@ -8,6 +8,7 @@ Layout of ``OUT_DIR``::
     labels/<split>.txt       FAST-VQA labels of the clips (path, duration, fps, MOS)
     labels/<split>_local.txt LPVQ 7×7 labels of the clips (time-averaged)
     labels/<split>_stills.txt LPVQ 7×7 labels of the stills
+    labels/<split>_groups.csv the ladder (group) of every clip: path,group
     manifest.json            config, sources and their split, the label mapping, every record
 
 The whole plan is drawn up front from one seeded generator, so it does not depend on the number
@@ -16,6 +17,7 @@ of workers or on which items were already built; every random choice is stored i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -51,6 +53,7 @@ class ItemPlan:
     source: Source
     view: View
     distortions: tuple[Applied, ...]
+    group: str  # clips of one group differ only in severity (see SynthConfig.ladder)
 
 
 def split_sources(
@@ -79,12 +82,40 @@ def plan_corpus(sources: list[Source], config: SynthConfig) -> list[ItemPlan]:
     plans = []
     counts = [round(frac * config.num_videos) for _, frac in config.splits]
     counts[0] = config.num_videos - sum(counts[1:])
-    for (split, _), count in zip(config.splits, counts, strict=True):
+    groups = [count // config.ladder for count in counts]  # whole ladders per split
+    if min(groups) < 1:
+        raise SynthError(
+            f"{config.num_videos} videos in ladders of {config.ladder} leave a split of "
+            f"{config.splits} without a ladder: use more videos or a shorter ladder"
+        )
+    for (split, _), count in zip(config.splits, groups, strict=True):
+        group = by_split[split]
         for k in range(count):
-            group = by_split[split]
             source = group[k % len(group)]
-            plans.append(_plan_item(f"{len(plans):05d}", split, source, lengths, config, rng))
+            base = _plan_item(f"{len(plans):05d}", split, source, lengths, config, rng)
+            plans.extend(_ladder(base, len(plans), config, rng))
     return plans
+
+
+def _ladder(
+    base: ItemPlan, first_id: int, config: SynthConfig, rng: np.random.Generator
+) -> list[ItemPlan]:
+    """``config.ladder`` copies of ``base`` whose severities grow from rung to rung: rung ``k``
+    of ``L`` draws its severity in ``0.1 + 0.9·[k/L, (k+1)/L)`` (every factor of the group
+    the same); rung 0 is pristine with probability ``config.pristine_prob``."""
+    if config.ladder == 1:
+        return [base]
+    pristine_first = rng.random() < config.pristine_prob
+    rungs = []
+    for k in range(config.ladder):
+        severity = round(0.1 + 0.9 * (k + float(rng.random())) / config.ladder, 3)
+        applied = tuple(dataclasses.replace(a, severity=severity) for a in base.distortions)
+        if k == 0 and pristine_first:
+            applied = ()
+        rungs.append(
+            dataclasses.replace(base, id=f"{first_id + k:05d}", distortions=applied, group=base.id)
+        )
+    return rungs
 
 
 def _plan_item(
@@ -102,7 +133,8 @@ def _plan_item(
     if rng.random() < config.overlay_prob:
         view = View(view.camera, view.start_frame, Overlay.sample(rng))
     applied: list[Applied] = []
-    if rng.random() >= config.pristine_prob:
+    # A ladder always distorts its base plan (its first rung may be made pristine instead).
+    if config.ladder > 1 or rng.random() >= config.pristine_prob:
         count = int(rng.integers(1, config.max_distortions + 1))
         factors = rng.choice(len(config.factors), size=count, replace=False)
         for f in sorted(factors):
@@ -116,7 +148,7 @@ def _plan_item(
             distortion = make_distortion(name).sample(rng)
             severity = round(float(rng.uniform(0.1, 1.0)), 3)
             applied.append(Applied(name, severity, distortion.params(), mask))
-    return ItemPlan(item_id, split, source, view, tuple(applied))
+    return ItemPlan(item_id, split, source, view, tuple(applied), group=item_id)
 
 
 def render_item(plan: ItemPlan, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +193,7 @@ def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, 
         "video": f"videos/{plan.id}.mp4",
         "still": f"stills/{plan.id}.png",
         "source": plan.source.name,
+        "group": plan.group,
         "view": asdict(plan.view),
         "distortions": [asdict(a) for a in plan.distortions],
         "vmaf": round(global_vmaf, 4),
@@ -252,7 +285,7 @@ def _build_job(job: tuple[ItemPlan, SynthConfig, Path]) -> str:
 
 def write_labels(out_dir: Path, records: list[dict[str, Any]], config: SynthConfig) -> None:
     """FAST-VQA and LPVQ label files per split (records in item order)."""
-    from kvq.data.labels import VideoLabel, write_lpvq_labels, write_video_labels
+    from kvq.data.labels import VideoLabel, write_groups, write_lpvq_labels, write_video_labels
 
     labels = out_dir / "labels"
     labels.mkdir(exist_ok=True)
@@ -269,6 +302,7 @@ def write_labels(out_dir: Path, records: list[dict[str, Any]], config: SynthConf
             labels / f"{split}_stills.txt",
             {r["still"]: np.array(r["still_local_mos"]) for r in chosen},
         )
+        write_groups(labels / f"{split}_groups.csv", {r["video"]: r["group"] for r in chosen})
 
 
 def write_manifest(

@@ -17,6 +17,12 @@ class SynthConfig:
     probability ``whole_frame_prob`` or else inside a random region mask (bokeh always in the
     background). ``storage_crf`` is the H.264 quality of the stored files; the labels measure the
     stored file, so its own (small) loss is part of the label.
+
+    ``ladder`` > 1 draws the corpus as groups ("ladders") of ``ladder`` clips that share source,
+    view, factors, regions and parameters and differ only in severity, graded from mild to
+    strong: training can then rank damage within one picture, which content cannot explain. A
+    group's mildest rung is pristine with probability ``pristine_prob`` (with ``ladder`` = 1
+    that is the probability of a pristine clip).
     """
 
     num_videos: int = 1000
@@ -32,6 +38,7 @@ class SynthConfig:
     pristine_prob: float = 0.05
     overlay_prob: float = 0.3
     storage_crf: int = 18
+    ladder: int = 4
     x264_preset: str = "veryfast"
     vmaf_subsample: int = 2
     ssim_frames: int = 8
@@ -52,6 +59,11 @@ class SynthConfig:
             raise SynthError(f"unknown quality factors {sorted(unknown)}; known: {list(FACTORS)}")
         if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6:
             raise SynthError(f"split fractions must sum to 1, got {self.splits}")
+        if self.ladder < 1 or self.num_videos % self.ladder:
+            raise SynthError(
+                f"ladder must be >= 1 and divide num_videos, got {self.ladder} for "
+                f"{self.num_videos} videos"
+            )
         if not 1 <= self.max_distortions <= len(self.factors):
             raise SynthError(f"max_distortions must be in 1..{len(self.factors)}")
 
@@ -62,11 +74,15 @@ class SynthConfig:
     @classmethod
     def default(cls, **overrides) -> SynthConfig:
         """The default corpus: 1000 clips of 4 s at 640×360, 15 fps (60 frames: enough for the
-        8 × 4-frame stride-2 sampling of DESIGN §1.1, and it builds in well under an hour)."""
-        return replace(cls(), **overrides)
+        8 × 4-frame stride-2 sampling of the paper, and it builds in well under an hour), as 250
+        ladders of 4 severities of one or two factors, half of them over the whole frame, a
+        quarter of the ladders starting from the pristine clip."""
+        default = cls(pristine_prob=0.25, max_distortions=2, whole_frame_prob=0.5)
+        return replace(default, **overrides)
 
     @classmethod
     def small(cls, **overrides) -> SynthConfig:
-        """A test-sized corpus that builds in seconds: 12 clips of 16 frames at 160×96."""
-        small = cls(num_videos=12, width=160, height=96, num_frames=16, fps=15.0, ssim_frames=4)
+        """A test-sized corpus that builds in seconds: 24 clips of 16 frames at 160×96, as
+        ladders of 4 (4 for training, one each for validation and test)."""
+        small = cls(num_videos=24, width=160, height=96, num_frames=16, fps=15.0, ssim_frames=4)
         return replace(small, **overrides)

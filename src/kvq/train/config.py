@@ -27,12 +27,15 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelSection:
     """``arch`` and :class:`~kvq.models.KVQConfig` ``overrides``; ``pretrained``: Kinetics-400
-    Video Swin-T ``.pth``, or KVQ weights, loaded before training (None: random init)."""
+    Video Swin-T ``.pth``, KVQ weights, or ``efficientnet-lite0-imagenet`` (the packaged
+    ImageNet weights of the ``kvq-lite`` stem), loaded before training (None: random init).
+    ``freeze_stem``: keep a ``kvq-lite`` stem fixed (weights and BatchNorm statistics)."""
 
     arch: str = "kvq-t"
     overrides: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     grad_checkpointing: bool = False
+    freeze_stem: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,13 @@ class DataSection:
     held-out part (the 10-split protocol runs ``i = 0…9``). ``test``: sets evaluated with the
     selected model at the end. ``cache_dir``: decode each training video once (see
     :class:`~kvq.data.datasets.VideoQualityDataset`).
+
+    ``train_groups``: a group file (``path,group`` CSV, :func:`~kvq.data.labels.read_groups`)
+    of the training videos; every global batch then holds whole groups of ``group_size``
+    videos (the same content at several severities), ranked inside each group by
+    ``loss.group_rank_weight``. ``stem_cache_views`` > 0 (with ``model.freeze_stem``): compute
+    the frozen stem's output for that many random views of every training video once, and
+    train on them (:mod:`kvq.train.stem_cache`).
     """
 
     data_root: str = "."
@@ -61,6 +71,9 @@ class DataSection:
     cache_dir: str | None = None
     score_range: tuple[float, float] | None = None
     score_scale: str = "MOS"
+    train_groups: str | None = None
+    group_size: int = 4
+    stem_cache_views: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,17 @@ class TrainConfig:
             raise ConfigError("optim.batch_size must be >= 2 (the batch losses compare videos)")
         if self.eval_every < 1 or self.log_every < 1 or self.checkpoint_every < 0:
             raise ConfigError("eval_every and log_every must be >= 1, checkpoint_every >= 0")
+        if self.data.stem_cache_views < 0:
+            raise ConfigError("data.stem_cache_views must be >= 0")
+        if self.data.stem_cache_views and not self.model.freeze_stem:
+            raise ConfigError("data.stem_cache_views needs model.freeze_stem: true")
+        if self.loss.group_rank_weight and self.data.train_groups is None:
+            raise ConfigError("loss.group_rank_weight needs data.train_groups (a group file)")
+        if self.data.train_groups is not None and self.optim.batch_size % self.data.group_size:
+            raise ConfigError(
+                f"optim.batch_size {self.optim.batch_size} must be a multiple of "
+                f"data.group_size {self.data.group_size}"
+            )
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))

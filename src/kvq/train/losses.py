@@ -40,18 +40,30 @@ def plcc_loss(pred: Tensor, mos: Tensor) -> Tensor:
     return (F.mse_loss(p, y) + F.mse_loss(rho * p, y)) / 8
 
 
-def rank_loss(pred: Tensor, mos: Tensor) -> Tensor:
+def rank_loss(pred: Tensor, mos: Tensor, groups: Tensor | None = None) -> Tensor:
     """FAST-VQA's pairwise rank loss of ``(N,)`` predictions against ``(N,)`` labels.
 
     Every ordered pair whose predicted order contradicts the label order costs its prediction
     gap (a hinge at zero margin). The mean over the ``N(N−1)`` pairs is divided by
     ``1 + largest violation`` so the loss stays below 1 whatever the score scale.
+
+    ``groups`` ``(N,)`` (integer ids) restricts the pairs to videos of the same group — the
+    same content at several severities — and averages over those pairs only (0 when no group
+    has two videos).
     """
     pred, mos = pred.float(), mos.float()
     n = pred.shape[0]
     # violation[i, j] = p_i − p_j where y_i < y_j (or p_j − p_i where y_i > y_j).
     violation = F.relu((pred[:, None] - pred[None, :]) * torch.sign(mos[None, :] - mos[:, None]))
-    return violation.sum() / (n * (n - 1)) / (1 + violation.max())
+    if groups is None:
+        return violation.sum() / (n * (n - 1)) / (1 + violation.max())
+    same = groups[:, None] == groups[None, :]
+    same.fill_diagonal_(False)
+    pairs = same.sum()
+    if pairs == 0:
+        return pred.sum() * 0
+    violation = violation * same
+    return violation.sum() / pairs / (1 + violation.max())
 
 
 def cut_cubes(clip: Tensor, cube: tuple[int, int, int]) -> tuple[Tensor, tuple[int, int, int]]:
@@ -86,8 +98,20 @@ def cube_quality_map(
     """
     cubes, cube_grid = cut_cubes(clip, cube)
     scores = local_quality(cubes).reshape(cubes.shape[0], -1).mean(dim=1)
-    q_hat = scores.reshape(clip.shape[0], *cube_grid)
-    if tuple(cube_grid) != tuple(grid):
+    return assemble_cube_scores(scores, clip.shape[0], grid, cube_grid)
+
+
+def assemble_cube_scores(
+    scores: Tensor,
+    batch: int,
+    grid: tuple[int, ...],
+    cube_grid: tuple[int, ...] | None = None,
+) -> Tensor:
+    """Per-cube scores ``(B·n_t·n_h·n_w,)`` in :func:`cut_cubes` order → ``Q̂`` ``(B, *grid)``,
+    resampled (trilinear) when the cube grid (default: ``grid``) differs from ``grid``."""
+    cube_grid = tuple(cube_grid or grid)
+    q_hat = scores.reshape(batch, *cube_grid)
+    if cube_grid != tuple(grid):
         q_hat = F.interpolate(q_hat[:, None], size=tuple(grid), mode="trilinear")[:, 0]
     return q_hat
 
@@ -101,11 +125,16 @@ def lpc_loss(q: Tensor, q_hat: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the loss terms and the LPC cube size ``(T, H, W)`` (0 weight disables a term)."""
+    """Weights of the loss terms and the LPC cube size ``(T, H, W)`` (0 weight disables a term).
+
+    ``group_rank_weight``: the rank loss once more, over pairs of the same group only (the same
+    content at several severities; needs the training set's groups, ``data.train_groups``).
+    """
 
     rank_weight: float = 0.5
     lpc_weight: float = 0.05
     lpc_cube: tuple[int, int, int] = (2, 32, 32)
+    group_rank_weight: float = 0.0
 
 
 @dataclass
@@ -116,9 +145,11 @@ class LossTerms:
     plcc: Tensor
     rank: Tensor
     lpc: Tensor
+    group_rank: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {k: getattr(self, k).item() for k in ("total", "plcc", "rank", "lpc")}
+        names = ("total", "plcc", "rank", "lpc", "group_rank")
+        return {k: getattr(self, k).item() for k in names}
 
 
 class KVQLoss:
@@ -132,7 +163,12 @@ class KVQLoss:
         self.config = config
 
     def __call__(
-        self, score: Tensor, mos: Tensor, q: Tensor | None = None, q_hat: Tensor | None = None
+        self,
+        score: Tensor,
+        mos: Tensor,
+        q: Tensor | None = None,
+        q_hat: Tensor | None = None,
+        groups: Tensor | None = None,
     ) -> LossTerms:
         score, mos = gather_batch(score.float()), gather_batch(mos.float())
         plcc = plcc_loss(score, mos)
@@ -142,4 +178,8 @@ class KVQLoss:
         if self.config.lpc_weight and q is not None and q_hat is not None:
             lpc = lpc_loss(q, q_hat)
             total = total + self.config.lpc_weight * lpc
-        return LossTerms(total, plcc.detach(), rank.detach(), lpc.detach())
+        group_rank = torch.zeros((), device=score.device)
+        if self.config.group_rank_weight and groups is not None:
+            group_rank = rank_loss(score, mos, gather_batch(groups))
+            total = total + self.config.group_rank_weight * group_rank
+        return LossTerms(total, plcc.detach(), rank.detach(), lpc.detach(), group_rank.detach())

@@ -28,7 +28,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from kvq.data.datasets import EpochSampler, VideoQualityDataset, collate_clips
+from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
+from kvq.data.labels import read_groups
 from kvq.models import build_model, load_pretrained, save_pretrained
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
@@ -36,7 +37,8 @@ from kvq.train.data import LabelledSet, build_run_data
 from kvq.train.distributed import DistEnv, init_from_env, is_distributed, leave_process_group
 from kvq.train.ema import ModelEMA
 from kvq.train.evaluate import Predictions, autocast, predict, to_model_input
-from kvq.train.losses import KVQLoss, cube_quality_map
+from kvq.train.losses import KVQLoss, assemble_cube_scores, cube_quality_map
+from kvq.train.stem_cache import StemCacheDataset, build_stem_cache, collate_embeddings
 
 
 class TrainError(RuntimeError):
@@ -56,14 +58,25 @@ class TrainResult:
 
 class TrainForward(nn.Module):
     """The whole training forward in one module call, so that DDP sees every use of every
-    parameter: the clip's score and quality map ``Q``, and ``Q̂`` from its cubes (LPC)."""
+    parameter: the clip's score and quality map ``Q``, and ``Q̂`` from its cubes (LPC).
+
+    ``x`` is a normalised clip, or with ``cubes`` given, the stem output of a clip and of its
+    LPC cubes (training on a stem cache, :mod:`kvq.train.stem_cache`).
+    """
 
     def __init__(self, model: nn.Module, lpc_cube: tuple[int, int, int] | None) -> None:
         super().__init__()
         self.model = model
         self.lpc_cube = lpc_cube
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, cubes: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        if cubes is not None:
+            out = self.model.forward_embedded(x)
+            grid = tuple(out.local_quality.shape[1:])
+            scores = self.model.local_quality_embedded(cubes).flatten(1).mean(dim=1)
+            return out.score, out.local_quality, assemble_cube_scores(scores, x.shape[0], grid)
         out = self.model(x)
         q_hat = None
         if self.lpc_cube is not None:
@@ -145,13 +158,24 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, optim.lr, optim.backbone_lr_mult, optim.weight_decay)
         )
-        self.sampler = EpochSampler(
-            len(self.data.train.labels),
-            optim.batch_size,
-            config.seed,
-            self.env.rank,
-            self.env.world_size,
-        )
+        self.groups = self._train_groups()
+        if self.groups is None:
+            self.sampler = EpochSampler(
+                len(self.data.train.labels),
+                optim.batch_size,
+                config.seed,
+                self.env.rank,
+                self.env.world_size,
+            )
+        else:
+            self.sampler = GroupSampler(
+                self.groups.tolist(),
+                optim.batch_size,
+                config.data.group_size,
+                config.seed,
+                self.env.rank,
+                self.env.world_size,
+            )
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = optim.epochs * self.steps_per_epoch
         warmup = round(optim.warmup_epochs * self.steps_per_epoch)
@@ -175,6 +199,8 @@ class Trainer:
             cache_dir=config.data.cache_dir,
             substitute_failed=True,
         )
+        if config.data.stem_cache_views and is_distributed():
+            raise TrainError("training on a stem cache runs in one process (no torchrun)")
         torch.manual_seed(config.seed + 1 + self.env.rank)  # independent dropout per rank
         self.step = 0
         self.best: dict | None = None
@@ -189,7 +215,41 @@ class Trainer:
         if section.pretrained:
             report = load_pretrained(model, section.pretrained)
             self._log(str(report))
+        if section.freeze_stem:
+            stem = getattr(model.backbone, "stem", None)
+            if stem is None:
+                raise TrainError(f"model.freeze_stem: {section.arch} has no pretrained stem")
+            stem.freeze()
         return model
+
+    def _train_groups(self) -> np.ndarray | None:
+        """Group id of every training video (``data.train_groups``); a video the file does
+        not list is a group of its own."""
+        if self.config.data.train_groups is None:
+            return None
+        by_path = read_groups(self.config.data.train_groups)
+        ids: dict[str, int] = {}
+        groups = [
+            ids.setdefault(by_path.get(label.path, f"\0{k}"), len(ids))
+            for k, label in enumerate(self.data.train.labels)
+        ]
+        return np.asarray(groups, dtype=np.int64)
+
+    def _stem_cache(self) -> StemCacheDataset:
+        """Build (or reuse) the stem cache of the training set (``data.stem_cache_views``)."""
+        config = self.config
+        cube = tuple(config.loss.lpc_cube) if config.loss.lpc_weight else None
+        cache = build_stem_cache(
+            self.model,
+            self.train_set,
+            config.data.stem_cache_views,
+            cube,
+            config.seed,
+            self.out / "stem_cache.safetensors",
+            config.data.num_workers,
+            config.progress and self.env.is_main,
+        )
+        return StemCacheDataset(cache, [label.mos for label in self.data.train.labels])
 
     # ------------------------------------------------------------------ bookkeeping
     def _log(self, message: str) -> None:
@@ -293,6 +353,8 @@ class Trainer:
             text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
             (self.out / "config.yaml").write_text(text)
         self._open_tensorboard()
+        if self.config.data.stem_cache_views and not isinstance(self.train_set, StemCacheDataset):
+            self.train_set = self._stem_cache()
         limit = self.total_steps
         if self.config.max_steps is not None:
             limit = min(limit, self.config.max_steps)
@@ -316,12 +378,13 @@ class Trainer:
     def _train_epoch(self, limit: int, bar) -> None:
         epoch, start = divmod(self.step, self.steps_per_epoch)
         self.sampler.set_epoch(epoch, start)
+        cached = isinstance(self.train_set, StemCacheDataset)
         loader = torch.utils.data.DataLoader(
             self.train_set,
             batch_size=self.sampler.local_batch,
             sampler=self.sampler,
-            num_workers=self.config.data.num_workers,
-            collate_fn=collate_clips,
+            num_workers=0 if cached else self.config.data.num_workers,
+            collate_fn=collate_embeddings if cached else collate_clips,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
             # Worker seeds come from this generator, not from the global RNG that resume restores.
@@ -357,14 +420,23 @@ class Trainer:
             if path not in self._reported:
                 self._reported.add(path)
                 print(f"[rank {self.env.rank}] skipping {path}: {reason}", file=sys.stderr)
-        if batch["clip"] is None:
+        cubes = None
+        if "embedding" in batch:  # a stem cache
+            x = batch["embedding"].to(self.device).float()
+            if "cubes" in batch:
+                cubes = batch["cubes"].to(self.device).float()
+        elif batch["clip"] is None:
             raise TrainError(f"no readable training video under {self.data.train.video_root}")
-        x = to_model_input(batch["clip"], self.device)
+        else:
+            x = to_model_input(batch["clip"], self.device)
         mos = batch["mos"].to(self.device)
+        groups = None
+        if self.groups is not None:
+            groups = torch.from_numpy(self.groups[batch["index"].numpy()]).to(self.device)
         self.forward.train()
         with autocast(self.device, self.amp_dtype):
-            score, q, q_hat = self.forward(x)
-        terms = self.loss(score, mos, q, q_hat)
+            score, q, q_hat = self.forward(x, cubes)
+        terms = self.loss(score, mos, q, q_hat, groups)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms.total).backward()
         if self.config.optim.grad_clip:
