@@ -5,6 +5,10 @@ rater, and every rater endpoint acts on that rater only (no endpoint takes a rat
 rater can neither read nor change another's ratings. Admin endpoints need the admin token. The
 pages receive their token in the URL fragment (``/rate#token=…``), which browsers never send to
 the server, so tokens do not end up in access logs.
+
+Request bodies are small JSON objects (a score, a rater name): :class:`BodyLimit` refuses any
+body over :data:`MAX_BODY_BYTES` with 413, and endpoints read their body only after the token
+was checked, so an unauthenticated client cannot make the server hold a large body.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvq.annotate.export import compute_mos, ratings_csv
 from kvq.annotate.storage import (
@@ -34,6 +41,8 @@ from kvq.annotate.storage import (
 from kvq.data.labels import LPVQ_GRID, write_lpvq_labels
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The largest request body accepted: a score or a rater name takes well under 200 bytes.
+MAX_BODY_BYTES = 4096
 
 # The five criteria of the LPVQ protocol (supplement Tab. 3), shown next to every cell.
 CRITERIA: tuple[tuple[str, str], ...] = (
@@ -93,6 +102,70 @@ class RaterIn(BaseModel):
     name: str
 
 
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
+
+
+def json_body(model: type[BodyModel]) -> Any:
+    """A dependency that parses the JSON request body as ``model``.
+
+    FastAPI reads a body parameter before any dependency runs; as a dependency declared after
+    the token's, the body is read only once the caller is authenticated.
+    """
+
+    async def parse(request: Request) -> BodyModel:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as err:
+            errors = err.errors(include_url=False, include_input=False)
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in errors]
+            ) from None
+
+    return Depends(parse)
+
+
+class BodyTooLarge(HTTPException):
+    """413 for a request body over :data:`MAX_BODY_BYTES`; the connection is closed after it, so
+    the server does not read the rest of the body."""
+
+    def __init__(self) -> None:
+        detail = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+        super().__init__(413, detail, headers={"Connection": "close"})
+
+
+class BodyLimit:
+    """ASGI middleware that refuses request bodies over :data:`MAX_BODY_BYTES` with 413.
+
+    A declared ``Content-Length`` over the limit is refused before the app runs; a body without
+    one (chunked) is counted while the app reads it, and reading stops at the limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            err = BodyTooLarge()
+            response = JSONResponse({"detail": err.detail}, err.status_code, err.headers)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
 def _bearer(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -114,6 +187,8 @@ def require_admin(request: Request, authorization: str | None = Header(default=N
 
 
 RaterDep = Annotated[Rater, Depends(current_rater)]
+ScoreBody = Annotated[ScoreIn, json_body(ScoreIn)]
+RaterBody = Annotated[RaterIn, json_body(RaterIn)]
 
 
 def image_order(rater: Rater, image_ids: list[int]) -> list[int]:
@@ -135,6 +210,7 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
     app = FastAPI(title="kvq annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     app.state.settings = settings
+    app.add_middleware(BodyLimit)  # inside no_cache_api, so a 413 gets its headers too
 
     @app.middleware("http")
     async def no_cache_api(request: Request, call_next: Any) -> Any:
@@ -202,7 +278,8 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
         return FileResponse(path)
 
     @app.put("/api/rater/images/{image_id}/cells/{cell}")
-    def rate_cell(image_id: int, cell: int, body: ScoreIn, rater: RaterDep) -> dict[str, Any]:
+    # rater before body: the token is checked before the body is read.
+    def rate_cell(image_id: int, cell: int, rater: RaterDep, body: ScoreBody) -> dict[str, Any]:
         active_image(image_id)
         store.rate(rater, image_id, cell, validate_score(body.score))
         return {"image_done": len(store.cell_scores(rater, image_id))}
@@ -218,12 +295,12 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
         return f"{str(request.base_url).rstrip('/')}/rate#token={token}"
 
     @app.post("/api/admin/raters", dependencies=admin, status_code=201)
-    def add_rater(body: RaterIn, request: Request) -> dict[str, str]:
+    def add_rater(body: RaterBody, request: Request) -> dict[str, str]:
         rater, token = store.add_rater(body.name)
         return {"name": rater.name, "token": token, "link": link(request, token)}
 
     @app.post("/api/admin/raters/reset-token", dependencies=admin)
-    def reset_token(body: RaterIn, request: Request) -> dict[str, str]:
+    def reset_token(body: RaterBody, request: Request) -> dict[str, str]:
         token = store.reset_token(body.name)
         return {"name": body.name, "token": token, "link": link(request, token)}
 
