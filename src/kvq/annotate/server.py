@@ -18,6 +18,7 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -43,6 +44,10 @@ from kvq.data.labels import LPVQ_GRID, write_lpvq_labels
 STATIC_DIR = Path(__file__).parent / "static"
 # The largest request body accepted: a score or a rater name takes well under 200 bytes.
 MAX_BODY_BYTES = 4096
+# A validation error's answer clips each part of the place it names and its message to these
+# many characters (an unknown field's name is client input).
+MAX_LOCATION_PART = 32
+MAX_ERROR_MESSAGE = 160
 
 # The five criteria of the LPVQ protocol (supplement Tab. 3), shown next to every cell.
 CRITERIA: tuple[tuple[str, str], ...] = (
@@ -166,6 +171,25 @@ class BodyLimit:
         await self.app(scope, bounded_receive, send)
 
 
+def validation_detail(errors: Sequence[Any]) -> str:
+    """A one-line account of the first of ``errors`` (where and what), without the input.
+
+    FastAPI's default answer repeats every error with its input: a large invalid body came back
+    whole, and building that answer on the event loop stalled every other request.
+    """
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(_clip(str(part), MAX_LOCATION_PART) for part in first.get("loc", ()))
+    what = _clip(str(first.get("msg", "bad value")), MAX_ERROR_MESSAGE)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid {where}: {what}{more}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _bearer(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -220,6 +244,10 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(err.errors())}, status_code=422)
 
     @app.exception_handler(AnnotateError)
     async def bad_input(request: Request, err: AnnotateError) -> JSONResponse:
