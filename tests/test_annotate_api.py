@@ -148,13 +148,32 @@ def test_validation_errors_are_short_and_never_repeat_the_input(campaign, method
     assert MARKER[:40] not in flat and "[1," not in flat, r.text
 
 
-@pytest.mark.parametrize("cell", ["-1", "49", "1000", "abc", "2.5"])
+NOT_CANONICAL = [" 1", "1 ", "1.0", "01", "+1", "1_0", "1e0", "-0", "\u0661"]
+
+
+@pytest.mark.parametrize("cell", ["-1", "49", "1000", "abc", "2.5", *NOT_CANONICAL])
 def test_bad_cells_are_rejected(campaign, cell):
     store, client = campaign
     alice = new_rater(client, "alice")
     first = image_ids(client, alice)[0]
     r = client.put(f"/api/rater/images/{first}/cells/{cell}", json={"score": 3}, headers=alice)
-    assert r.status_code == 422
+    assert r.status_code == 422, r.text
+    assert store.ratings() == []
+
+
+def image_requests(image: str) -> list[tuple[str, str]]:
+    """(method, path) of every rater endpoint that takes an image id."""
+    base = f"/api/rater/images/{image}"
+    return [("get", base), ("get", f"{base}/file"), ("put", f"{base}/cells/0")]
+
+
+@pytest.mark.parametrize("written", ["{} ", "{}.0", "0{}", "+{}"])
+def test_image_ids_are_accepted_only_in_their_canonical_form(campaign, written):
+    store, client = campaign
+    alice = new_rater(client, "alice")
+    for method, path in image_requests(written.format(image_ids(client, alice)[0])):
+        r = client.request(method, path, json={"score": 3}, headers=alice)
+        assert r.status_code == 422, path
     assert store.ratings() == []
 
 
@@ -162,14 +181,11 @@ def test_unknown_or_retired_images_are_not_found(campaign, tmp_path):
     store, client = campaign
     alice = new_rater(client, "alice")
     ids = image_ids(client, alice)
-    missing = max(ids) + 1
-    for method, path in (
-        ("get", f"/api/rater/images/{missing}"),
-        ("get", f"/api/rater/images/{missing}/file"),
-        ("put", f"/api/rater/images/{missing}/cells/0"),
-    ):
-        r = client.request(method, path, json={"score": 3}, headers=alice)
-        assert r.status_code == 404, path
+    # Ids beyond SQLite's 64-bit integers cannot even be looked up: still just not found.
+    for missing in (max(ids) + 1, -1, 2**63, -(2**63) - 1, 10**40):
+        for method, path in image_requests(str(missing)):
+            r = client.request(method, path, json={"score": 3}, headers=alice)
+            assert r.status_code == 404, path
     # An image that left the folder keeps its ratings but is no longer offered or ratable.
     client.put(f"/api/rater/images/{ids[0]}/cells/0", json={"score": 2}, headers=alice)
     names = {im.id: im.name for im in store.images()}

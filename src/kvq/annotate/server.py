@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import random
+import re
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,6 +49,8 @@ MAX_BODY_BYTES = 4096
 # many characters (an unknown field's name is client input).
 MAX_LOCATION_PART = 32
 MAX_ERROR_MESSAGE = 160
+# How an integer in a path is written: " 1", "1.0", "01" or "+1" are not 1.
+CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]*")
 
 # The five criteria of the LPVQ protocol (supplement Tab. 3), shown next to every cell.
 CRITERIA: tuple[tuple[str, str], ...] = (
@@ -106,6 +109,15 @@ class RaterIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     name: str
 
+
+def _canonical_integer(value: object) -> object:
+    if isinstance(value, str) and not CANONICAL_INTEGER.fullmatch(value):
+        raise ValueError("must be a plain decimal integer")
+    return value
+
+
+# An image id or cell index in a path: only its canonical decimal form is accepted.
+PathInt = Annotated[int, BeforeValidator(_canonical_integer)]
 
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
@@ -289,7 +301,7 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
         }
 
     @app.get("/api/rater/images/{image_id}")
-    def rater_image(image_id: int, rater: RaterDep) -> dict[str, Any]:
+    def rater_image(image_id: PathInt, rater: RaterDep) -> dict[str, Any]:
         active_image(image_id)
         scores = store.cell_scores(rater, image_id)
         return {
@@ -299,7 +311,7 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
         }
 
     @app.get("/api/rater/images/{image_id}/file")
-    def rater_image_file(image_id: int, rater: RaterDep) -> FileResponse:
+    def rater_image_file(image_id: PathInt, rater: RaterDep) -> FileResponse:
         path = settings.images_dir / active_image(image_id).name
         if not path.is_file():
             raise HTTPException(404, "the image file is missing on the server")
@@ -307,7 +319,9 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
 
     @app.put("/api/rater/images/{image_id}/cells/{cell}")
     # rater before body: the token is checked before the body is read.
-    def rate_cell(image_id: int, cell: int, rater: RaterDep, body: ScoreBody) -> dict[str, Any]:
+    def rate_cell(
+        image_id: PathInt, cell: PathInt, rater: RaterDep, body: ScoreBody
+    ) -> dict[str, Any]:
         active_image(image_id)
         store.rate(rater, image_id, cell, validate_score(body.score))
         return {"image_done": len(store.cell_scores(rater, image_id))}

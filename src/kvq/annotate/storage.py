@@ -22,6 +22,8 @@ from kvq.data.labels import LPVQ_GRID
 NUM_CELLS = LPVQ_GRID * LPVQ_GRID
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_NAME_LENGTH = 64
+# The integers an SQLite column can hold; no row has an id outside (SQLite cannot look it up).
+SQLITE_INTEGERS = range(-(2**63), 2**63)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -203,6 +205,8 @@ class AnnotationStore:
 
     def image(self, image_id: int) -> Image:
         """The active image with ``image_id``; AnnotateError if there is none."""
+        if image_id not in SQLITE_INTEGERS:
+            raise AnnotateError("no image with an id beyond SQLite's 64-bit integers")
         db = self._db()
         row = db.execute(
             "SELECT id, name FROM images WHERE id = ? AND active = 1", (image_id,)
