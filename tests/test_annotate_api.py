@@ -131,8 +131,20 @@ MARKER = "echo" * 750  # 3000 characters: the body stays under the size limit
         ("put", "/api/rater/images/{image}/cells/0", '{"score": "' + MARKER),
         ("post", "/api/admin/raters", {"name": [MARKER]}),
         ("get", "/api/admin/export/labels?min_raters=" + MARKER, None),
+        ("post", "/api/admin/raters/reset-token", {"name": MARKER}),
+        ("put", "/api/rater/images/{image}/cells/" + "9" * 4000, {"score": 3}),
     ],
-    ids=["score", "extra-field", "long-list", "cell", "broken-json", "rater-name", "query"],
+    ids=[
+        "score",
+        "extra-field",
+        "long-list",
+        "cell",
+        "broken-json",
+        "rater-name",
+        "query",
+        "unknown-rater",
+        "huge-cell",
+    ],
 )
 def test_validation_errors_are_short_and_never_repeat_the_input(campaign, method, path, body):
     _, client = campaign

@@ -263,7 +263,7 @@ def create_app(store: AnnotationStore, settings: AnnotateSettings) -> FastAPI:
 
     @app.exception_handler(AnnotateError)
     async def bad_input(request: Request, err: AnnotateError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+        return JSONResponse({"detail": _clip(str(err), MAX_ERROR_MESSAGE)}, status_code=422)
 
     def active_image(image_id: int) -> Any:
         try:

@@ -231,6 +231,7 @@ class AnnotationStore:
 
     def reset_token(self, name: str) -> str:
         """Issue a new token for rater ``name``; the old link stops working."""
+        name = validate_rater_name(name)
         token = secrets.token_urlsafe(24)
         db = self._db()
         cur = db.execute(
