@@ -17,9 +17,12 @@ objects is refused rather than executed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +56,7 @@ _AUTHORS_RENAMES = (
 # A buffer computed from the window size: our own files leave it out (1.2 MB per block).
 DERIVED_SUFFIX = "relative_position_index"
 _IWA_PARAM = re.compile(r"^(backbone\.layers\.\d+\.blocks\.\d+\.attn\.)(qkv|proj)\.(weight|bias)$")
+T = typing.TypeVar("T")
 
 
 class WeightsError(ValueError):
@@ -91,6 +95,8 @@ class LoadReport:
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     """Tensors and our JSON config (``{}`` when the file has none) of a weights file."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: a folder, not a weights file")
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
@@ -102,7 +108,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict]:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
-        return tensors, json.loads(meta[_METADATA_KEY]) if _METADATA_KEY in meta else {}
+        return tensors, _parse_header(path, meta.get(_METADATA_KEY))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -120,6 +126,72 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: expected a state_dict (a dict of tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}, {}
+
+
+def _parse_header(path: Path, text: str | None) -> dict:
+    """Our JSON config from a safetensors header (``{}`` for none); it must be a JSON object."""
+    if text is None:
+        return {}
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{path}: its kvq header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise WeightsError(
+            f"{path}: its kvq header must be a JSON object, got {type(header).__name__}"
+        )
+    return header
+
+
+def header_section(path: str | Path, header: dict, key: str, cls: type[T]) -> T:
+    """The dataclass ``cls`` built from section ``key`` of a weights file's JSON config (its
+    defaults where the section is absent). A section that is not an object, has unknown
+    fields, values of the wrong type or values ``cls`` refuses raises :class:`WeightsError`
+    naming the file."""
+    values = header.get(key)
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise WeightsError(
+            f"{path}: {key!r} of its kvq header must be a JSON object, got {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls) if f.init})
+    if unknown:
+        raise WeightsError(f"{path}: unknown fields in {key!r} of its kvq header: {unknown}")
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            hint = hints[name]
+            wanted = hint.__name__ if isinstance(hint, type) else str(hint)
+            raise WeightsError(
+                f"{path}: {key}.{name} of its kvq header must be {wanted}, got {value!r}"
+            )
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{path}: bad {key!r} in its kvq header: {err}") from None
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether a JSON value fits a field type: int, float, str, bool, tuples, ``X | None``
+    (other types are left to the class)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint in (bool, type(None)):
+        return value is None if hint is type(None) else isinstance(value, bool)
+    if hint in (int, float, str) and isinstance(value, bool):
+        return False
+    if hint in (int, str):
+        return isinstance(value, hint)
+    if hint is float:
+        return isinstance(value, (int, float))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return True
 
 
 def detect_layout(keys: list[str]) -> str:
@@ -284,7 +356,8 @@ def save_pretrained(
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KVQModel, dict]:
     """Rebuild the model stored in one of our safetensors files → ``(model in eval mode,
-    the file's JSON config)``."""
+    the file's JSON config)``. A config that does not fit :class:`KVQConfig` raises
+    :class:`WeightsError`."""
     state, header = read_state_dict(path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if "model" not in header:
@@ -292,7 +365,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KV
             f"{path}: has no kvq config in its header; build the model with kvq.build_model(...) "
             "and use kvq.load_pretrained(model, path)"
         )
+    config = header_section(path, header, "model", KVQConfig)
     with torch.device("meta"):  # no time spent initialising weights that are replaced
-        model = KVQModel(KVQConfig.from_dict(header["model"]))
+        model = KVQModel(config)
     load_state(model, state, str(path), strict=True, assign=True)
     return model.to(device).eval(), header

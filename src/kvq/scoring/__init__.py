@@ -4,18 +4,22 @@ from kvq.scoring.predictor import (
     DEFAULT_WEIGHTS,
     PRETRAINED,
     Calibration,
+    DeviceError,
     Predictor,
     ScoreResult,
     Segment,
     load,
+    resolve_device,
 )
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "PRETRAINED",
     "Calibration",
+    "DeviceError",
     "Predictor",
     "ScoreResult",
     "Segment",
     "load",
+    "resolve_device",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvq.models import KVQModel, build_model, load_model, load_pretrained
+from kvq.models import KVQModel, WeightsError, build_model, load_model, load_pretrained
+from kvq.models.pretrained import header_section
 from kvq.video import ClipSpec, VideoError, load_clip_with_indices, normalize_clip, probe
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -40,6 +42,14 @@ class Calibration:
     high: float | None = None
     scale: str = "raw"
     higher_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b", "low", "high"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"calibration {name} must be a finite number, got {value}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"calibration low {self.low} is above high {self.high}")
 
     def __call__(self, raw: float) -> float:
         value = self.a * raw + self.b
@@ -98,10 +108,30 @@ class ScoreResult:
         return row
 
 
+class DeviceError(ValueError):
+    """A device that cannot run the model here (unknown, or not available)."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the GPU when there is one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` and
+    ``mps`` are checked to exist here (:class:`DeviceError`)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {str(device)!r}; use auto, cpu, cuda, cuda:N or mps")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available")
+        if (resolved.index or 0) >= count:
+            raise DeviceError(f"device {str(device)!r} requested but there are {count} GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {str(device)!r} requested but MPS is not available")
+    return resolved
 
 
 def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, np.ndarray | None]:
@@ -227,14 +257,20 @@ def load(
 
     Our safetensors carry their architecture, input spec and calibration. Foreign checkpoints
     (the authors' KVQ, Kinetics Video Swin) are loaded into ``arch`` with the paper's input
-    spec (32 frames at 448², resize) and no calibration (raw scores).
+    spec (32 frames at 448², resize) and no calibration (raw scores). Weights that cannot be
+    read or used, their header included, raise :class:`~kvq.models.WeightsError` here, before
+    anything is scored.
     """
     name = str(name_or_path)
     path = WEIGHTS_DIR / PRETRAINED[name] if name in PRETRAINED else Path(name_or_path)
+    if not path.exists():
+        raise WeightsError(
+            f"{name}: no such weights file, nor bundled weights ({', '.join(PRETRAINED)})"
+        )
     if path.suffix == ".safetensors":
         model, header = load_model(path)
-        spec = ClipSpec(**header.get("input", {}))
-        calibration = Calibration.from_dict(header.get("calibration"))
+        spec = header_section(path, header, "input", ClipSpec)
+        calibration = header_section(path, header, "calibration", Calibration)
     else:
         model = build_model(arch)
         load_pretrained(model, path)
