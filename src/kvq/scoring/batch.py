@@ -82,7 +82,7 @@ def flat_row(row: dict) -> dict:
     flat = {k: row.get(k) for k in ("path", "score", "raw_score", "error")}
     flat.update({k: row.get("info", {}).get(k) for k in CSV_FIELDS[4:10]})
     flat.update({k: row.get("timings", {}).get(k) for k in ("decode_s", "model_s")})
-    flat["segments"] = json.dumps(row.get("segments", []))
+    flat["segments"] = json.dumps(row.get("segments", []), allow_nan=False)
     flat["weights"] = row.get("weights")
     return flat
 
@@ -95,7 +95,7 @@ class ResultsFile:
     """An append-only result file (``.jsonl`` or ``.csv``) that survives being killed.
 
     ``.json`` outputs are journalled in ``OUT.partial.jsonl`` and written whole by
-    :meth:`finalize`.
+    :meth:`finalize`. Rows are strict JSON: a NaN or infinity in a row raises ``ValueError``.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -152,7 +152,7 @@ class ResultsFile:
                     writer.writeheader()
                 writer.writerow(flat_row(row))
             else:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(row, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.rows[row["path"]] = row
@@ -165,7 +165,7 @@ class ResultsFile:
             [self.rows[p] for p in order if p in self.rows] if order else list(self.rows.values())
         )
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        tmp.write_text(json.dumps(rows, indent=1, allow_nan=False), encoding="utf-8")
         tmp.replace(self.path)
         self.journal.unlink(missing_ok=True)
 

@@ -201,7 +201,17 @@ class Predictor:
         indices: np.ndarray | None,
         timings: dict,
     ) -> ScoreResult:
-        """Assemble a :class:`ScoreResult` from one clip's model outputs."""
+        """Assemble a :class:`ScoreResult` from one clip's model outputs; outputs that are not
+        finite (NaN weights) give an error result, never a score."""
+        if not all(np.isfinite(x).all() for x in (raw, quality, saliency)):
+            return ScoreResult(
+                path=path,
+                error=f"{path}: the model's output is not finite (NaN or infinity); are the "
+                "weights broken?",
+                info=info,
+                timings=timings,
+                weights=self.weights_id or None,
+            )
         per_slice = (quality * saliency).mean(axis=(1, 2))
         segments = []
         if indices is not None and info.get("fps"):
