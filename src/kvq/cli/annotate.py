@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import TYPE_CHECKING
+
+from kvq.cli.common import CLIError, check_writable_folder
 
 if TYPE_CHECKING:
     from kvq.annotate import AnnotationStore
 
 DEFAULT_DB = "annotate.sqlite"
 ADMIN_TOKEN_ENV = "KVQ_ANNOTATE_ADMIN_TOKEN"
+# What ``serve`` imports from the ``annotate`` extra (FastAPI brings starlette and pydantic).
+_SERVE_PACKAGES = ("fastapi", "uvicorn", "starlette", "pydantic")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,11 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
-def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-
-
 def _existing_store(path: str) -> AnnotationStore:
     """The campaign at ``path``; a mistyped --db must not silently start an empty campaign."""
     from pathlib import Path
@@ -83,11 +81,20 @@ def run_serve(args: argparse.Namespace) -> int:
     import secrets
     from pathlib import Path
 
-    import uvicorn
-
     from kvq.annotate import AnnotateError, AnnotationStore
-    from kvq.annotate.server import AnnotateSettings, create_app
     from kvq.annotate.storage import scan_images
+
+    try:
+        import uvicorn
+
+        from kvq.annotate.server import AnnotateSettings, create_app
+    except ImportError as err:
+        if (err.name or "").partition(".")[0] not in _SERVE_PACKAGES:
+            raise
+        raise CLIError(
+            f"serve needs FastAPI and uvicorn ({err.name} is not installed): "
+            "pip install 'kvq-vqa[annotate]'"
+        ) from None
 
     try:
         store = AnnotationStore(args.db)
@@ -99,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
             cell_order=args.cell_order,
         )
     except AnnotateError as err:
-        return _fail(err)
+        raise CLIError(err) from None
     base = f"http://{args.host}:{args.port}"
     print(f"{len(images)} images from {args.images}; database {args.db}")
     print(f"admin page: {base}/admin#token={settings.admin_token}", flush=True)
@@ -118,7 +125,7 @@ def run_issue_link(args: argparse.Namespace) -> int:
         else:
             token = store.reset_token(args.name)
     except AnnotateError as err:
-        return _fail(err)
+        raise CLIError(err) from None
     link = f"{args.base_url.rstrip('/')}/rate#token={token}"
     print(f"rater: {args.name.strip()}\ntoken: {token}\nlink:  {link}")
     return 0
@@ -130,7 +137,7 @@ def run_progress(args: argparse.Namespace) -> int:
     try:
         progress = _existing_store(args.db).progress()
     except AnnotateError as err:
-        return _fail(err)
+        raise CLIError(err) from None
     print(f"{'rater':<24}{'ratings':>10}{'of':>8}{'done':>7}{'images':>8}")
     for p in progress:
         pct = 100 * p.done // p.total if p.total else 0
@@ -141,6 +148,7 @@ def run_progress(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from kvq.annotate import AnnotateError, export_campaign
 
+    check_writable_folder(args.out, "output folder")
     try:
         report = export_campaign(
             _existing_store(args.db),
@@ -149,7 +157,7 @@ def run_export(args: argparse.Namespace) -> int:
             min_raters=args.min_raters,
         )
     except AnnotateError as err:
-        return _fail(err)
+        raise CLIError(err) from None
     rejected = [r.name for r in report.raters if r.rejected]
     print(f"{report.images_exported} images exported to {args.out}")
     print(f"raters rejected by BT.500 screening: {', '.join(rejected) or 'none'}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from kvq.cli.common import CLIError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -62,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         model, spec = load_for_eval(args)
         device = resolve_device(args.device, DistEnv())
     except (WeightsError, TrainError, ValueError) as err:
-        print(f"kvq eval: {err}", file=sys.stderr)
-        return 2
+        raise CLIError(err) from None
     model.to(device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from kvq.cli.common import CLIError
+
 
 def _size(text: str) -> int | str:
     """``--size``: a square side in pixels, or ``native`` (the weights' own input size)."""
@@ -68,18 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import sys
-
     from kvq.data.labels import LabelFileError
     from kvq.eval.metrics import MetricError
     from kvq.lpvq import LpvqEvalError
     from kvq.models import WeightsError
+    from kvq.scoring import DeviceError
 
     try:
         return _evaluate(args)
-    except (LpvqEvalError, LabelFileError, WeightsError, MetricError, OSError) as err:
-        print(f"kvq lpvq eval: {err}", file=sys.stderr)
-        return 2
+    except (LpvqEvalError, LabelFileError, WeightsError, MetricError, DeviceError) as err:
+        raise CLIError(err) from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -4,6 +4,10 @@ Every sub-command lives in its own module under :mod:`kvq.cli` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the parsed
 namespace and returning an exit status). Modules import heavy dependencies inside ``func`` so
 that ``kvq --help`` stays fast.
+
+Every refusal takes one path: a sub-command raises :class:`~kvq.cli.common.CLIError` (or an
+:class:`OSError` escapes it), and :func:`main` prints one line, ``kvq <sub-command>: error:
+...``, and returns :data:`~kvq.cli.common.EXIT_REFUSED`; argparse's errors look the same.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from kvq.cli.common import EXIT_REFUSED, ArgumentParser, CLIError, refuse
 
 # Order is the order shown in ``kvq --help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -28,7 +34,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     from kvq import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kvq", description="KVQ video quality assessment: score, train, evaluate, explain."
     )
     parser.add_argument("--version", action="version", version=f"kvq {__version__}")
@@ -43,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return EXIT_REFUSED
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, OSError) as err:
+        return refuse(f"{parser.prog} {args.command}", err)
 
 
 if __name__ == "__main__":

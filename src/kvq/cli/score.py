@@ -3,6 +3,9 @@
 kvq score clip.mp4                                  # bundled default weights, prints a table
 kvq score videos/ '*.mov' @list.txt --out results.jsonl --maps maps/
 torchrun --nproc-per-node 4 -m kvq.cli.main score videos/ --out results.csv
+
+Exit status: 0 every input scored, 1 some inputs failed (their rows hold the error), 2 the run
+could not proceed (arguments, weights, --out, --maps, device; nothing is scored).
 """
 
 from __future__ import annotations
@@ -10,6 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from kvq.cli.common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    CLIError,
+    check_writable_file,
+    check_writable_folder,
+    non_negative_int,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--maps-video", action="store_true", help="with --maps: also an overlay MP4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument(
+        "--workers", type=non_negative_int, default=None, help="decoding processes (default: auto)"
+    )
     p.add_argument("--quiet", action="store_true", help="no table on stdout")
     p.set_defaults(func=run)
 
@@ -41,40 +56,16 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    import torch
-
-    from kvq.scoring import DEFAULT_WEIGHTS, load
-    from kvq.scoring.batch import ResultsFileError, find_inputs, run_scoring
-    from kvq.scoring.maps import (
-        MapsError,
-        check_map_files,
-        map_files,
-        render_sheet,
-        write_overlay_video,
-    )
+    from kvq.scoring.batch import ResultsFileError, run_scoring
+    from kvq.scoring.maps import render_sheet, write_overlay_video
     from kvq.train.distributed import init_from_env, leave_process_group
 
-    # Argument errors first, before joining torchrun's group: every rank sees the same arguments
-    # and exits on its own, with no group to leave.
-    found = find_inputs(args.inputs)
-    inputs = list(found)
-    if not inputs:
-        print("kvq score: no inputs found", file=sys.stderr)
-        return 2
-    maps = map_files(found, args.maps, args.maps_video) if args.maps else {}
-    try:
-        check_map_files(maps)
-    except MapsError as err:
-        print(f"kvq score: {err}", file=sys.stderr)
-        return 2
-    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print("kvq score: --out is required under torchrun", file=sys.stderr)
-        return 2
-    gpu = torch.cuda.is_available() and args.device != "cpu"
-    env = init_from_env("cuda" if gpu else "cpu")  # joins torchrun's group, if there is one
+    # Arguments and weights first, before joining torchrun's group: every rank sees the same
+    # ones and exits on its own, with no group to leave, and nothing is scored.
+    inputs, maps = _check_arguments(args)
+    predictor = _load_predictor(args)
+    env = init_from_env(predictor.device.type)  # joins torchrun's group, if there is one
     distributed, rank = env.world_size > 1, env.rank
-    device = f"cuda:{env.local_rank}" if distributed and gpu else args.device
-    predictor = load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
     workers = args.workers
     if workers is None:
         workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if len(inputs) > 1 else 0
@@ -88,17 +79,17 @@ def run(args: argparse.Namespace) -> int:
             for write, target in zip((render_sheet, write_overlay_video), maps[result.path]):
                 write(result, target)
 
+    rows, refusal = None, None
     try:
         rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
     except ResultsFileError as err:  # every rank raises it alike, before scoring anything
-        print(f"kvq score: {err}", file=sys.stderr)
-        rows = None
+        refusal = err
     if distributed:
         leave_process_group()
-    if rows is None:
-        return 2
+    if refusal is not None:
+        raise CLIError(refusal) from None
     if rank != 0:
-        return 0
+        return EXIT_OK
     if not args.quiet:
         _print_table(rows, predictor.scale)
     if scratch is not None:
@@ -106,7 +97,52 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(1 for r in rows if r.get("error"))
     if failed:
         print(f"kvq score: {failed} of {len(rows)} input(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+def _check_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """The inputs and the map files of each; :class:`CLIError` for arguments that cannot work
+    (no inputs, maps onto an input, an unwritable --out or --maps, an unknown --arch)."""
+    from kvq.models import list_models
+    from kvq.scoring.batch import InputsError, ResultsFileError, find_inputs, results_kind
+    from kvq.scoring.maps import MapsError, check_map_files, map_files
+
+    try:
+        found = find_inputs(args.inputs)
+        maps = map_files(found, args.maps, args.maps_video) if args.maps else {}
+        check_map_files(maps)
+        if args.out is not None:
+            results_kind(args.out)
+    except (InputsError, MapsError, ResultsFileError) as err:
+        raise CLIError(err) from None
+    if not found:
+        raise CLIError("no inputs found")
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CLIError("--out is required under torchrun")
+    if args.out is not None:
+        check_writable_file(args.out, "--out")
+    if args.maps:
+        check_writable_folder(args.maps, "--maps")
+    if args.arch not in list_models():
+        raise CLIError(f"unknown --arch {args.arch!r}; available: {', '.join(list_models())}")
+    return list(found), maps
+
+
+def _load_predictor(args: argparse.Namespace):
+    """The predictor of --weights on --device (under torchrun with GPUs: this rank's GPU)."""
+    import torch
+
+    from kvq.models import WeightsError
+    from kvq.scoring import DEFAULT_WEIGHTS, DeviceError, load, resolve_device
+
+    device = args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device != "cpu" and torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    try:
+        resolve_device(device)  # a device that cannot work is refused before loading
+        return load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
+    except (DeviceError, WeightsError) as err:
+        raise CLIError(err) from None
 
 
 def _print_table(rows: list[dict], scale: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kvq.cli.common import CLIError, check_writable_folder
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -35,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     import time
 
     from kvq.synth import SynthConfig, SynthError, build_corpus
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["num_videos"] = args.num_videos
     if args.ladder is not None:
         overrides["ladder"] = args.ladder
+    check_writable_folder(args.out_dir, "output folder")
     try:
         preset = SynthConfig.small if args.small else SynthConfig.default
         config = preset(**overrides)
@@ -57,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except SynthError as err:
-        print(f"kvq synth: error: {err}", file=sys.stderr)
-        return 2
+        raise CLIError(err) from None
     elapsed = time.perf_counter() - start
     splits = ", ".join(f"{k} {v}" for k, v in summary.per_split.items())
     print(

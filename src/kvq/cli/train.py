@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kvq.cli.common import CLIError, check_writable_folder
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,11 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from kvq.data.registry import DatasetError
     from kvq.models import WeightsError
     from kvq.train import ConfigError, TrainError, load_config, train
+    from kvq.train.checkpoint import CheckpointError
     from kvq.train.config import merge_dicts, parse_override
 
     overrides: dict = {"data": {}, "model": {}}
@@ -56,10 +57,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         for text in args.overrides:
             overrides = merge_dicts(overrides, parse_override(text))
-        result = train(load_config(args.config, overrides), resume=not args.no_resume)
+        config = load_config(args.config, overrides)
+        check_writable_folder(config.output_dir, "output_dir")
+        result = train(config, resume=not args.no_resume)
+    except CheckpointError as err:
+        raise CLIError(f"{err}; start afresh with --no-resume") from None
     except (ConfigError, DatasetError, TrainError, WeightsError) as err:
-        print(f"kvq train: {err}", file=sys.stderr)
-        return 2
+        raise CLIError(err) from None
     if result.finished:
         print(f"finished after {result.steps} steps; outputs in {result.output_dir}")
     else:

@@ -47,11 +47,12 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
 def find_inputs(items: Iterable[str]) -> dict[str, str]:
     """The paths of :func:`expand_inputs`, each with the folder it was found under: the folder
     argument it was walked from, a glob's folder before its first wildcard, or (a file named
-    directly) its own folder. Where a path is found twice, its first folder is kept."""
+    directly) its own folder. Where a path is found twice, its first folder is kept.
+    An ``@list`` file that cannot be read raises :class:`InputsError`."""
     out: dict[str, str] = {}
     for item in items:
         if item.startswith("@"):
-            lines = Path(item[1:]).read_text(encoding="utf-8").splitlines()
+            lines = _read_input_list(item[1:])
             for line, root in find_inputs(ln.strip() for ln in lines if ln.strip()).items():
                 out.setdefault(line, root)
         elif os.path.isdir(item):
@@ -67,6 +68,19 @@ def find_inputs(items: Iterable[str]) -> dict[str, str]:
         else:
             out.setdefault(item, os.path.dirname(item) or ".")
     return out
+
+
+class InputsError(ValueError):
+    """An input argument that cannot be expanded (an unreadable ``@list`` file)."""
+
+
+def _read_input_list(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputsError(f"@{path}: cannot read the input list ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputsError(f"@{path}: the input list is not UTF-8 text ({err.reason})") from None
 
 
 def _glob_root(pattern: str) -> str:
@@ -91,6 +105,14 @@ class ResultsFileError(ValueError):
     """A result file that this run cannot write to (its name, or the weights it holds)."""
 
 
+def results_kind(path: str | Path) -> str:
+    """``"jsonl"``, ``"csv"`` or ``"json"``: the format a result file's name asks for."""
+    kind = Path(path).suffix.lower().lstrip(".")
+    if kind not in ("jsonl", "csv", "json"):
+        raise ResultsFileError(f"--out must end in .jsonl, .csv or .json, got {Path(path).name}")
+    return kind
+
+
 class ResultsFile:
     """An append-only result file (``.jsonl`` or ``.csv``) that survives being killed.
 
@@ -100,9 +122,7 @@ class ResultsFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.kind = self.path.suffix.lower().lstrip(".")
-        if self.kind not in ("jsonl", "csv", "json"):
-            raise ResultsFileError(f"--out must end in .jsonl, .csv or .json, got {self.path.name}")
+        self.kind = results_kind(self.path)
         self.journal = self.path.with_suffix(".partial.jsonl") if self.kind == "json" else self.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}

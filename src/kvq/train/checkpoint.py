@@ -7,6 +7,7 @@ A checkpoint is a ``torch.save`` dict of tensors and plain values only, so it lo
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -36,11 +37,19 @@ def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be read (cut short, or not one of ours)."""
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`atomic_save` (tensors and plain values only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        reason = str(err).split(". ")[0]  # torch adds advice on corrupted files
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a kvq training checkpoint ({FORMAT})")
+        raise CheckpointError(f"{path} is not a kvq training checkpoint ({FORMAT})")
     return state
 
 

@@ -1,0 +1,108 @@
+"""What every sub-command shares: exit statuses, refusals and checks of output places.
+
+A sub-command that cannot proceed raises :class:`CLIError` (library errors it expects are
+re-raised as one); :func:`kvq.cli.main.main` prints it as one line,
+``kvq <sub-command>: error: ...``, and exits with :data:`EXIT_REFUSED`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_OK = 0  # everything done: every input scored
+EXIT_FAILED_INPUTS = 1  # kvq score: some inputs failed (their rows hold the error)
+EXIT_REFUSED = 2  # the run itself could not proceed: arguments, weights, output, device
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class CLIError(Exception):
+    """A run refused (:data:`EXIT_REFUSED`); the message is printed as one line."""
+
+
+def error_line(prog: str, message: object) -> str:
+    """``PROG: error: MESSAGE`` on one line, without terminal escape codes."""
+    text = " ".join(_CONTROL.sub(" ", _ANSI_ESCAPE.sub("", str(message))).split())
+    return f"{prog}: error: {text}"
+
+
+def describe(err: BaseException) -> str:
+    """The message of a refusal: an :class:`OSError` as ``FILE: reason``."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``kvq score: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_REFUSED, error_line(self.prog, f"{message} (see {self.prog} --help)") + "\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Refuse a file ``path`` that cannot be written (``what`` names it, e.g. ``--out``):
+    a folder, or in a place where no file can be created. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"{what} {path} is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CLIError(f"{what} {path} is not writable")
+    _check_can_create_in(path.parent, what, path)
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """Refuse a folder ``path`` that cannot be created or written in (``what`` names it, e.g.
+    ``--maps``). Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{what} {path} is a file, not a folder")
+    _check_can_create_in(path, what, path)
+
+
+def _check_can_create_in(folder: Path, what: str, path: Path) -> None:
+    """A file can be created in ``folder``, or its nearest existing parent is a folder in which
+    one can be (a temporary file is created there and removed at once)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"{what} {path}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        reason = err.strerror or err
+        raise CLIError(f"{what} {path}: cannot create files in {existing} ({reason})") from None
+
+
+def refuse(prog: str, err: BaseException) -> int:
+    """Print ``err`` as the one-line refusal of ``prog``; returns :data:`EXIT_REFUSED`."""
+    print(error_line(prog, describe(err)), file=sys.stderr)
+    return EXIT_REFUSED
