@@ -10,6 +10,11 @@ and, second row, their pairwise products) and Spearman correlation with the labe
 content-disjoint test split. A learned model should beat it; a corpus on which even the train
 fit is poor has labels that the pictures do not show.
 
+The "pretrained stem" row is ridge regression on the frozen ImageNet EfficientNet-Lite0 stem of
+``kvq-lite``, its 112 stride-16 channels pooled (mean and standard deviation over space and
+time) on the bundled model's own input (7×7 fragments of 8 frames): what the KVQ stages on top
+of the stem add is the difference between this row and the trained model.
+
 The last row is not a picture model but a ceiling: the same ridge regression on the corpus'
 distortion plans (each factor's severity per mask kind, from ``items/*.json``) tells how much
 of the label a perfect perceiver of the applied distortions could predict on unseen content.
@@ -31,6 +36,7 @@ from kvq.synth.measure import grid_mean
 from kvq.video import ClipSpec, load_clip
 
 SPEC = ClipSpec(num_segments=8, frames_per_segment=1, size=(360, 640), view="center_crop")
+FRAGMENTS = ClipSpec(num_segments=4, frames_per_segment=2, stride=2, view="fragments")
 
 
 def features(path: Path) -> np.ndarray:
@@ -55,6 +61,25 @@ def features(path: Path) -> np.ndarray:
             np.log(np.abs(np.diff(y, axis=0)).mean() + 1e-3),
         ]
     )
+
+
+def stem_features(paths: list[Path]) -> np.ndarray:
+    """Pooled frozen-stem features of every clip: (N, 224) channel means and deviations."""
+    import torch
+
+    from kvq.models import build_model, load_pretrained
+    from kvq.models.pretrained import IMAGENET_STEM
+    from kvq.video import normalize_clip
+
+    model = build_model("kvq-lite").eval()
+    load_pretrained(model, IMAGENET_STEM)
+    out = []
+    with torch.no_grad():
+        for path in paths:
+            x = normalize_clip(load_clip(path, FRAGMENTS)[None])
+            e = model.backbone.embed(x)[0]  # (T, C, h, w)
+            out.append(torch.cat([e.mean((0, 2, 3)), e.std((0, 2, 3))]).numpy())
+    return np.stack(out)
 
 
 def plan_features(record: dict) -> np.ndarray:
@@ -83,6 +108,7 @@ def main() -> None:
     bases = {
         "linear": x,
         "pairwise": np.c_[x, x**2, x[:, pairs[0]] * x[:, pairs[1]]],
+        "pretrained stem, pooled": stem_features([args.corpus / r["video"] for r in records]),
         "distortion plan (oracle)": np.stack([plan_features(r) for r in records]),
     }
     train, test = split == "train", split == "test"
@@ -91,7 +117,9 @@ def main() -> None:
     for name, basis in bases.items():
         mu, sd = basis[train].mean(0), basis[train].std(0) + 1e-6
         z = (basis - mu) / sd
-        w = ridge(z[train], y[train], lam=10.0 if name == "pairwise" else 1.0)
+        w = ridge(
+            z[train], y[train], lam=1.0 if name.startswith(("linear", "distortion")) else 10.0
+        )
         pred = np.c_[z, np.ones(len(z))] @ w
         fit, held = spearmanr(pred[train], y[train])[0], spearmanr(pred[test], y[test])[0]
         print(f"| {name} ({basis.shape[1]}) | {fit:.3f} | {held:.3f} |")

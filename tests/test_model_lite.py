@@ -127,3 +127,17 @@ def test_stem_depths_must_match_the_stem():
         kvq.build_model("kvq-lite", depths=(2, 2, 2, 2))
     with pytest.raises(ValueError, match="depths"):
         kvq.build_model("kvq-t", depths=(0, 0, 2, 2))
+
+
+def test_optimizer_groups_leave_out_a_frozen_stem_or_give_it_its_own_rate():
+    from kvq.train.trainer import param_groups
+
+    model = lite()
+    stem = {id(p) for p in model.backbone.stem.parameters()}
+    groups = param_groups(model, 1e-3, 0.2, 0.05, stem_mult=0.01)
+    assert [g["lr"] for g in groups] == pytest.approx([2e-4, 1e-3, 1e-5])
+    assert {id(p) for p in groups[2]["params"]} == stem
+    model.backbone.stem.freeze()
+    groups = param_groups(model, 1e-3, 0.2, 0.05, stem_mult=0.01)
+    assert len(groups) == 2
+    assert not stem & {id(p) for g in groups for p in g["params"]}

@@ -22,7 +22,8 @@ class SynthConfig:
     view, factors, regions and parameters and differ only in severity, graded from mild to
     strong: training can then rank damage within one picture, which content cannot explain. A
     group's mildest rung is pristine with probability ``pristine_prob`` (with ``ladder`` = 1
-    that is the probability of a pristine clip).
+    that is the probability of a pristine clip). Each split holds as many whole ladders as its
+    share of ``num_videos`` allows.
     """
 
     num_videos: int = 1000
@@ -59,11 +60,8 @@ class SynthConfig:
             raise SynthError(f"unknown quality factors {sorted(unknown)}; known: {list(FACTORS)}")
         if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6:
             raise SynthError(f"split fractions must sum to 1, got {self.splits}")
-        if self.ladder < 1 or self.num_videos % self.ladder:
-            raise SynthError(
-                f"ladder must be >= 1 and divide num_videos, got {self.ladder} for "
-                f"{self.num_videos} videos"
-            )
+        if self.ladder < 1:
+            raise SynthError(f"ladder must be at least 1, got {self.ladder}")
         if not 1 <= self.max_distortions <= len(self.factors):
             raise SynthError(f"max_distortions must be in 1..{len(self.factors)}")
 

@@ -78,10 +78,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class OptimSection:
-    """AdamW with warm-up + cosine per step; ``batch_size`` is the global batch (all ranks)."""
+    """AdamW with warm-up + cosine per step; ``batch_size`` is the global batch (all ranks).
+    ``stem_lr_mult``: learning rate of a pretrained stem that is not frozen, as a multiple of
+    ``lr`` (None: the backbone's)."""
 
     lr: float = 5e-4
     backbone_lr_mult: float = 0.1
+    stem_lr_mult: float | None = None
     weight_decay: float = 0.05
     warmup_epochs: float = 2.5
     epochs: int = 30

@@ -97,16 +97,31 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def param_groups(model: nn.Module, lr: float, backbone_mult: float, weight_decay: float) -> list:
-    """Backbone parameters at ``lr·backbone_mult``, heads and the prior fusion at ``lr``."""
-    backbone, heads = [], []
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    backbone_mult: float,
+    weight_decay: float,
+    stem_mult: float | None = None,
+) -> list:
+    """Backbone parameters at ``lr·backbone_mult``, heads and the prior fusion at ``lr``; with
+    ``stem_mult``, a pretrained stem (``backbone.stem.``) at ``lr·stem_mult`` (a third group).
+    Frozen parameters are left out."""
+    backbone, heads, stem = [], [], []
     for name, param in model.named_parameters():
-        if param.requires_grad:
+        if not param.requires_grad:
+            continue
+        if stem_mult is not None and name.startswith("backbone.stem."):
+            stem.append(param)
+        else:
             (backbone if name.startswith("backbone.") else heads).append(param)
-    return [
+    groups = [
         {"params": backbone, "lr": lr * backbone_mult, "weight_decay": weight_decay},
         {"params": heads, "lr": lr, "weight_decay": weight_decay},
     ]
+    if stem:
+        groups.append({"params": stem, "lr": lr * stem_mult, "weight_decay": weight_decay})
+    return groups
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
@@ -156,7 +171,13 @@ class Trainer:
         self.ema = ModelEMA(self.model, config.optim.ema_decay)
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, optim.lr, optim.backbone_lr_mult, optim.weight_decay)
+            param_groups(
+                self.model,
+                optim.lr,
+                optim.backbone_lr_mult,
+                optim.weight_decay,
+                optim.stem_lr_mult,
+            )
         )
         self.groups = self._train_groups()
         if self.groups is None:
