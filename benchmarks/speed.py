@@ -22,7 +22,7 @@ from model import count_flops
 
 import kvq
 from kvq.models.swin3d import PRIOR_IMPLS
-from kvq.train.evaluate import autocast
+from kvq.runtime import autocast
 from kvq.train.losses import KVQLoss, cube_quality_map
 
 

@@ -72,6 +72,20 @@ CASES = [
     ),
     Case("device_cuda_index", score("--weights", "{tiny}", "--device", "cuda:99"), "cuda:99"),
     Case("device_unknown", score("--weights", "{tiny}", "--device", "tpu"), "tpu"),
+    # Every sub-command that runs a model refuses a device that is not there alike.
+    *(
+        Case(f"device_unknown_{argv.split()[0]}", argv.split(), "unknown device 'tpu'")
+        for argv in (
+            "eval {tiny} --sets {tmp}/none.txt --device tpu",
+            "train {train_yaml} --output-dir {tmp}/tpu_run --set device=tpu",
+            "lpvq eval --images {sources} --labels {tmp}/none.txt --weights {tiny} --device tpu",
+        )
+    ),
+    Case(
+        "device_cuda_index_eval",
+        ["eval", "{tiny}", "--sets", "{tmp}/none.txt", "--device", "cuda:99"],
+        "cuda:99",
+    ),
     Case("weights_random_bytes", score("--weights", "{random}"), "random.safetensors"),
     Case("weights_pickle_needs_objects", score("--weights", "{pickle}"), "evil.pth"),
     Case("weights_unknown_name", score("--weights", "no-such-weights"), "no-such-weights"),

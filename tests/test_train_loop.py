@@ -264,24 +264,3 @@ def test_cli_train_stops_and_reports(noise_corpus, tmp_path, capsys):
     path.write_text("optim: {lr: fast}\n")
     assert main(["train", str(path)]) == 2
     assert "optim.lr" in capsys.readouterr().err
-
-
-def test_device_resolution(monkeypatch):
-    """A bare ``cuda`` means this rank's GPU (``set_device`` needs an index); asking for a GPU
-    without CUDA is a clear error, not a traceback from inside torch."""
-    from kvq.train.distributed import DistEnv
-    from kvq.train.trainer import TrainError, resolve_device
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto", DistEnv()) == torch.device("cpu")
-    for name in ("cuda", "cuda:0"):
-        with pytest.raises(TrainError, match="CUDA is not available"):
-            resolve_device(name, DistEnv())
-    chosen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    rank1 = DistEnv(rank=1, world_size=2, local_rank=1)
-    assert resolve_device("cuda", rank1) == torch.device("cuda", 1)
-    assert resolve_device("auto", rank1) == torch.device("cuda", 1)
-    assert resolve_device("cuda:0", rank1) == torch.device("cuda", 0)
-    assert chosen == [torch.device("cuda", 1), torch.device("cuda", 1), torch.device("cuda", 0)]

@@ -1,8 +1,9 @@
 """What every sub-command shares: exit statuses, refusals and checks of output places.
 
 A sub-command that cannot proceed raises :class:`CLIError` (library errors it expects are
-re-raised as one); :func:`kvq.cli.main.main` prints it as one line,
-``kvq <sub-command>: error: ...``, and exits with :data:`EXIT_REFUSED`.
+re-raised as one; every sub-command reads its device through :func:`checked_device`);
+:func:`kvq.cli.main.main` prints it as one line, ``kvq <sub-command>: error: ...``, and exits
+with :data:`EXIT_REFUSED`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_OK = 0  # everything done: every input scored
 EXIT_FAILED_INPUTS = 1  # kvq score: some inputs failed (their rows hold the error)
@@ -100,6 +104,17 @@ def _check_can_create_in(folder: Path, what: str, path: Path) -> None:
     except OSError as err:
         reason = err.strerror or err
         raise CLIError(f"{what} {path}: cannot create files in {existing} ({reason})") from None
+
+
+def checked_device(name: str) -> torch.device:
+    """The device ``--device`` (or a config's ``device``) names, resolved as every kvq entry
+    point resolves it (:func:`kvq.runtime.resolve_device`); one that is not there is refused."""
+    from kvq.runtime import DeviceError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except DeviceError as err:
+        raise CLIError(err) from None
 
 
 def refuse(prog: str, err: BaseException) -> int:

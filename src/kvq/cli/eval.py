@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from kvq.cli.common import CLIError
+from kvq.cli.common import CLIError, checked_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-clips", type=int, help="clips averaged per video")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
@@ -55,15 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from kvq.eval.metrics import MetricError, map_predictions
     from kvq.eval.scatter import scatter_png
     from kvq.models import WeightsError
+    from kvq.runtime import amp_dtype
     from kvq.train.data import load_labelled
-    from kvq.train.distributed import DistEnv
     from kvq.train.evaluate import predict
-    from kvq.train.trainer import TrainError, amp_dtype, resolve_device
 
+    device = checked_device(args.device)  # before the weights are loaded
     try:
         model, spec = load_for_eval(args)
-        device = resolve_device(args.device, DistEnv())
-    except (WeightsError, TrainError, ValueError) as err:
+    except (WeightsError, ValueError) as err:
         raise CLIError(err) from None
     model.to(device)
     out = Path(args.output)

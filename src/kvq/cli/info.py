@@ -15,11 +15,14 @@ def run(args: argparse.Namespace) -> int:
 
     from kvq import __version__
     from kvq.models import build_model, list_models
+    from kvq.runtime import resolve_device
 
     print(f"kvq {__version__}  (torch {torch.__version__})")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")  # what --device auto chooses
     detail = (
-        torch.cuda.get_device_name(0) if device == "cuda" else f"{torch.get_num_threads()} threads"
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
     )
     print(f"device: {device} ({detail})")
     print(f"{'architecture':<14}{'parameters':>14}  attention")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from kvq.cli.common import CLIError
+from kvq.cli.common import CLIError, checked_device
 
 
 def _size(text: str) -> int | str:
@@ -74,15 +74,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from kvq.eval.metrics import MetricError
     from kvq.lpvq import LpvqEvalError
     from kvq.models import WeightsError
-    from kvq.scoring import DeviceError
 
+    device = checked_device(args.device)  # before labels and weights are read
     try:
-        return _evaluate(args)
-    except (LpvqEvalError, LabelFileError, WeightsError, MetricError, DeviceError) as err:
+        return _evaluate(args, device)
+    except (LpvqEvalError, LabelFileError, WeightsError, MetricError) as err:
         raise CLIError(err) from None
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, device) -> int:
     import sys
     from pathlib import Path
 
@@ -108,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         size = PAPER_SIZE if args.size is None else None if args.size == "native" else args.size
     protocol = LpvqProtocol(frames=args.frames, size=size, view=args.view)
-    variants = load_variants(args.weights, args.names, protocol, args.device, args.arch)
+    variants = load_variants(args.weights, args.names, protocol, device, args.arch)
     for v in variants:
         h, w = v.spec.output_size
         print(f"{v.name}: {v.weights} ({v.attention}), {v.spec.image_frames}×{h}×{w} static clips")

@@ -20,6 +20,7 @@ from kvq.cli.common import (
     CLIError,
     check_writable_file,
     check_writable_folder,
+    checked_device,
     non_negative_int,
     positive_int,
 )
@@ -129,19 +130,15 @@ def _check_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
 
 
 def _load_predictor(args: argparse.Namespace):
-    """The predictor of --weights on --device (under torchrun with GPUs: this rank's GPU)."""
-    import torch
-
+    """The predictor of --weights on --device (auto or a bare cuda under torchrun: this rank's
+    GPU); the device is checked before the weights are loaded."""
     from kvq.models import WeightsError
-    from kvq.scoring import DEFAULT_WEIGHTS, DeviceError, load, resolve_device
+    from kvq.scoring import DEFAULT_WEIGHTS, load
 
-    device = args.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device != "cpu" and torch.cuda.is_available():
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    device = checked_device(args.device)
     try:
-        resolve_device(device)  # a device that cannot work is refused before loading
         return load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
-    except (DeviceError, WeightsError) as err:
+    except WeightsError as err:
         raise CLIError(err) from None
 
 

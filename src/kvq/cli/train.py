@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kvq.cli.common import CLIError, check_writable_folder
+from kvq.cli.common import CLIError, check_writable_folder, checked_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         for text in args.overrides:
             overrides = merge_dicts(overrides, parse_override(text))
         config = load_config(args.config, overrides)
+        checked_device(config.device)
         check_writable_folder(config.output_dir, "output_dir")
         result = train(config, resume=not args.no_resume)
     except CheckpointError as err:

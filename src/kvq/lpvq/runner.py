@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from kvq.data.labels import LPVQ_GRID
 from kvq.eval.lpvq import LpvqMetrics, lpvq_metrics
+from kvq.runtime import resolve_device
 from kvq.scoring.maps import local_grid
 from kvq.scoring.predictor import Predictor, load
 from kvq.video import ClipSpec, VideoError, load_clip
@@ -143,17 +144,17 @@ def load_variants(
     weights: Sequence[str],
     names: Sequence[str] | None = None,
     protocol: LpvqProtocol | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     arch: str = "kvq-t",
 ) -> list[Variant]:
-    """Load every weights file (``arch`` for foreign checkpoints without a config).
+    """Load every weights file (``arch`` for foreign checkpoints without a config) onto
+    ``device`` (:func:`kvq.runtime.resolve_device`).
 
     Raises :class:`kvq.models.WeightsError` for unreadable weights, :class:`LpvqEvalError`
-    for bad names or an unavailable device.
+    for bad names, :class:`kvq.runtime.DeviceError` for a device that is not there.
     """
     protocol = protocol or LpvqProtocol()
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise LpvqEvalError(f"device {device!r} requested but CUDA is not available")
+    device = resolve_device(device)
     variants = []
     for name, w in zip(variant_names(weights, names), weights):
         predictor = load(w, device=device, arch=arch)

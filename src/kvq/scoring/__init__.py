@@ -1,15 +1,14 @@
 """Scoring: a ready predictor (:func:`load`), batch runs with resumable outputs, maps."""
 
+from kvq.runtime import DeviceError, resolve_device
 from kvq.scoring.predictor import (
     DEFAULT_WEIGHTS,
     PRETRAINED,
     Calibration,
-    DeviceError,
     Predictor,
     ScoreResult,
     Segment,
     load,
-    resolve_device,
 )
 
 __all__ = [

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kvq.scoring.predictor import Predictor, ScoreResult, decode_input
+from kvq.train.distributed import current_env
 from kvq.video import IMAGE_EXTENSIONS, ClipSpec, VideoError
 
 # Containers FFmpeg reads that users keep videos in; images are scored as static clips.
@@ -299,7 +300,8 @@ def run_scoring(
     ``on_result`` sees each new result (maps, progress). Rows record the predictor's
     ``weights_id``; a file holding rows of other weights is refused (:class:`ResultsFileError`).
     """
-    rank, world = _rank_and_world()
+    env = current_env()
+    rank, world = env.rank, env.world_size
     results = ResultsFile(out)
     other = results.other_weights(predictor.weights_id) if predictor.weights_id else set()
     if other:  # the same on every rank: they all stop here alike
@@ -333,9 +335,3 @@ def run_scoring(
             return []  # rank 0 holds the merged rows
     results.finalize(inputs)
     return [results.rows[p] for p in inputs if p in results.rows]
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1

@@ -19,7 +19,8 @@ import torch
 
 from kvq.models import KVQModel, WeightsError, build_model, load_model, load_pretrained
 from kvq.models.pretrained import header_section
-from kvq.video import ClipSpec, VideoError, load_clip_with_indices, normalize_clip, probe
+from kvq.runtime import resolve_device
+from kvq.video import ClipSpec, VideoError, load_clip_with_indices, probe, to_model_input
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Bundled weights by name; the first is the default of ``kvq.load()`` and ``kvq score``.
@@ -108,32 +109,6 @@ class ScoreResult:
         return row
 
 
-class DeviceError(ValueError):
-    """A device that cannot run the model here (unknown, or not available)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` → the GPU when there is one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` and
-    ``mps`` are checked to exist here (:class:`DeviceError`)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unknown device {str(device)!r}; use auto, cpu, cuda, cuda:N or mps")
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not count:
-            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available")
-        if (resolved.index or 0) >= count:
-            raise DeviceError(f"device {str(device)!r} requested but there are {count} GPU(s)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {str(device)!r} requested but MPS is not available")
-    return resolved
-
-
 def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, np.ndarray | None]:
     """uint8 clip ``(T, H, W, 3)`` of ``spec``, the file's properties and its sampled frame
     indices (None for images). Raises :class:`kvq.video.VideoError`."""
@@ -182,7 +157,7 @@ class Predictor:
         """uint8 clips ``(B, T, H, W, 3)``, or ``(B, clips, T, H, W, 3)`` for several clips per
         video (averaged) → raw scores ``(B,)``, Q and S ``(B, T', H', W')``."""
         lead = frames.shape[: frames.ndim - 4]
-        x = normalize_clip(frames.reshape(-1, *frames.shape[-4:])).to(self.device)
+        x = to_model_input(frames.reshape(-1, *frames.shape[-4:]), self.model)
         out = self.model(x)
         arrays = []
         for t in (out.score, out.local_quality, out.saliency):

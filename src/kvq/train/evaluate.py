@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,21 +13,10 @@ from torch import nn
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips, random_splits
 from kvq.eval.metrics import QualityMetrics, compute_metrics
+from kvq.runtime import autocast
 from kvq.train.data import LabelledSet
 from kvq.train.distributed import current_env, is_distributed
-from kvq.video import ClipSpec, normalize_clip
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision on the device when ``dtype`` is given, otherwise nothing."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def to_model_input(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, 3)`` → normalised float ``(B, 3, T, H, W)`` on ``device``."""
-    return normalize_clip(clip.to(device, non_blocking=True))
+from kvq.video import ClipSpec, to_model_input
 
 
 @dataclass
@@ -107,6 +95,9 @@ def predict(
 ) -> Predictions:
     """Score every video of ``part`` (deterministic sampling; several clips are averaged).
 
+    Clips go to wherever ``model`` is, in its dtype (:func:`~kvq.video.to_model_input`);
+    ``device`` and ``amp_dtype`` choose the autocast (:func:`kvq.runtime.autocast`).
+
     Under ``torch.distributed`` each rank scores its share and every rank receives all scores.
     """
     env = current_env()
@@ -134,7 +125,7 @@ def predict(
             continue
         clip = batch["clip"]
         clips_per_video = clip.shape[1] if clip.ndim == 6 else 1
-        x = to_model_input(clip.flatten(0, 1) if clip.ndim == 6 else clip, device)
+        x = to_model_input(clip.flatten(0, 1) if clip.ndim == 6 else clip, model)
         with autocast(device, amp_dtype):
             score = model(x).score.float()
         score = score.reshape(-1, clips_per_video).mean(dim=1).cpu()

@@ -31,14 +31,16 @@ from torch import Tensor, nn
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
 from kvq.data.labels import read_groups
 from kvq.models import build_model, load_pretrained, save_pretrained
+from kvq.runtime import amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
 from kvq.train.data import LabelledSet, build_run_data
-from kvq.train.distributed import DistEnv, init_from_env, is_distributed, leave_process_group
+from kvq.train.distributed import init_from_env, is_distributed, leave_process_group
 from kvq.train.ema import ModelEMA
-from kvq.train.evaluate import Predictions, autocast, predict, to_model_input
+from kvq.train.evaluate import Predictions, predict
 from kvq.train.losses import KVQLoss, assemble_cube_scores, cube_quality_map
 from kvq.train.stem_cache import StemCacheDataset, build_stem_cache, collate_embeddings
+from kvq.video import to_model_input
 
 
 class TrainError(RuntimeError):
@@ -124,31 +126,6 @@ def param_groups(
     return groups
 
 
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto`` → this rank's GPU when there is one, else the CPU; a bare ``cuda`` → this rank's
-    GPU (``torch.cuda.set_device`` needs an index). Raises :class:`TrainError` when a GPU is
-    asked for and CUDA is not available."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", env.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
-def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: only on GPUs (on CPUs bf16 is emulated and slower than fp32)."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
 # Config sections a resumed run must share with the run that wrote the checkpoint.
 _RESUME_KEYS = ("seed", "model", "data", "optim", "loss")
 
@@ -156,9 +133,11 @@ _RESUME_KEYS = ("seed", "model", "data", "optim", "loss")
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        gpu = config.device != "cpu" and torch.cuda.is_available()
-        self.env = init_from_env("cuda" if gpu else "cpu")
-        self.device = resolve_device(config.device, self.env)
+        # This process's device first (a bare "cuda" is this rank's GPU), then its process group.
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.env = init_from_env(self.device.type)
         if config.deterministic:
             # cuBLAS needs a fixed workspace to be deterministic; set before its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -449,7 +428,7 @@ class Trainer:
         elif batch["clip"] is None:
             raise TrainError(f"no readable training video under {self.data.train.video_root}")
         else:
-            x = to_model_input(batch["clip"], self.device)
+            x = to_model_input(batch["clip"], self.model)
         mos = batch["mos"].to(self.device)
         groups = None
         if self.groups is not None:

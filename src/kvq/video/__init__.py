@@ -5,13 +5,21 @@ Typical use::
     spec = ClipSpec()                              # 8 × 4 frames at stride 2, 448², resize
     frames = load_clip("video.mp4", spec)          # uint8 (32, 448, 448, 3)
     x = normalize_clip(frames)[None]               # float32 (1, 3, 32, 448, 448)
+    x = to_model_input(frames[None], model)        # the same, on the model's device and dtype
 
 Every unreadable input raises :class:`VideoError`.
 """
 
 from __future__ import annotations
 
-from kvq.video.clip import MEAN, STD, load_clip, load_clip_with_indices, normalize_clip
+from kvq.video.clip import (
+    MEAN,
+    STD,
+    load_clip,
+    load_clip_with_indices,
+    normalize_clip,
+    to_model_input,
+)
 from kvq.video.decode import IMAGE_EXTENSIONS, VideoInfo, iter_frames, probe
 from kvq.video.errors import VideoError
 from kvq.video.sampling import SpatialPlan, plan_view, sample_segment_indices
@@ -33,4 +41,5 @@ __all__ = [
     "plan_view",
     "probe",
     "sample_segment_indices",
+    "to_model_input",
 ]

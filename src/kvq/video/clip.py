@@ -1,4 +1,5 @@
-"""Clips for the model: sampled, decoded, viewed (:func:`load_clip`) and normalised."""
+"""Clips for the model: sampled, decoded, viewed (:func:`load_clip`), normalised
+(:func:`normalize_clip`) and made into a model's input (:func:`to_model_input`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
+from torch import nn
 
 from kvq.video.decode import (
     Deadline,
@@ -134,13 +136,29 @@ def load_clip(
     return load_clip_with_indices(path, spec, train, rng)[0]
 
 
-def normalize_clip(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 RGB (..., T, H, W, 3) → float32 (..., 3, T, H, W) with DESIGN's mean and std."""
+def normalize_clip(
+    frames: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 RGB (..., T, H, W, 3) → ``dtype`` (..., 3, T, H, W) with the ImageNet mean and
+    std of :data:`MEAN` and :data:`STD`, on the input's device."""
     x = torch.as_tensor(frames)
     # One strided uint8→float copy into the channel-first layout, then in-place arithmetic:
     # 3× faster than out-of-place ops on a 32×448² clip.
-    out = torch.empty((*x.shape[:-4], 3, *x.shape[-4:-1]), dtype=torch.float32, device=x.device)
+    out = torch.empty((*x.shape[:-4], 3, *x.shape[-4:-1]), dtype=dtype, device=x.device)
     out.copy_(x.movedim(-1, -4))
     mean = out.new_tensor(MEAN).view(3, 1, 1, 1)
     std = out.new_tensor(STD).view(3, 1, 1, 1)
     return out.sub_(mean).div_(std)
+
+
+def to_model_input(frames: torch.Tensor | np.ndarray, model: nn.Module) -> torch.Tensor:
+    """uint8 RGB clips (..., T, H, W, 3) → the input of ``model``: normalised
+    (..., 3, T, H, W) on the device and in the dtype of the model's parameters.
+
+    The uint8 clip is moved (a quarter of the bytes of its float32 form) and normalised where
+    the model is. Scoring, evaluation and training all make their model input here.
+    """
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    return normalize_clip(torch.as_tensor(frames).to(device, non_blocking=True), dtype)

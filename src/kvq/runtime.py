@@ -1,0 +1,76 @@
+"""Where and how a model runs: the device (:func:`resolve_device`) and mixed precision
+(:func:`amp_dtype`, :func:`autocast`).
+
+Every entry point — :func:`kvq.load` and its :class:`~kvq.scoring.Predictor`, ``kvq score``,
+``kvq eval``, ``kvq train`` and ``kvq lpvq eval`` — picks its device here, so a device name means
+the same everywhere and one that is not there is always a :class:`DeviceError` with the same
+message. The model's input is made by :func:`kvq.video.clip.to_model_input`, which follows
+the model to its device and dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
+class DeviceError(ValueError):
+    """A device that cannot run the model here: an unknown name, or one this machine lacks."""
+
+
+def local_rank() -> int:
+    """This process's GPU slot on its machine: ``LOCAL_RANK`` under ``torchrun``, else 0."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(device: str | torch.device = "auto", rank: int | None = None) -> torch.device:
+    """The device ``device`` names, checked to exist here.
+
+    ``auto`` is this process's GPU when CUDA is available, else the CPU; a bare ``cuda`` is
+    this process's GPU, ``cuda:<rank>`` (``rank``: default :func:`local_rank`, so every
+    ``torchrun`` process takes its own GPU); ``cuda:N``, ``mps`` and ``cpu`` are taken as they
+    are. Raises :class:`DeviceError` for an unknown name, CUDA or MPS that is not available, or
+    a GPU index beyond the GPUs present.
+    """
+    name = str(device)
+    wanted = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    try:
+        resolved = torch.device(wanted)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}; use {DEVICE_NAMES}")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise DeviceError(f"device {name!r} requested but CUDA is not available")
+        if resolved.index is None:
+            resolved = torch.device("cuda", local_rank() if rank is None else rank)
+        if resolved.index >= count:
+            shown = name if name == str(resolved) else f"{name} (here {resolved})"
+            raise DeviceError(f"device {shown!r} requested but there are {count} GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {name!r} requested but MPS is not available")
+    return resolved
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on
+    ``device``: only on GPUs (on CPUs bf16 is emulated and slower than fp32); ``auto`` is bf16
+    where the GPU supports it, else fp16. None: no autocast."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision on ``device`` when ``dtype`` is given (:func:`amp_dtype`), else nothing."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
