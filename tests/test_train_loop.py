@@ -1,6 +1,7 @@
 """End-to-end training on generated videos: learning, exact resume, model selection files."""
 
 import json
+import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -261,6 +262,12 @@ def test_cli_train_stops_and_reports(noise_corpus, tmp_path, capsys):
     path.write_text(yaml.safe_dump(_config(noise_corpus, tmp_path / "run", **{"data.test": []})))
     assert main(["train", str(path), "--max-steps", "1"]) == 0
     assert "stopped after 1 steps" in capsys.readouterr().out
+    # The trainer's messages (its logger) reach stderr while kvq train runs, and only then.
+    assert main(["train", str(path), "--max-steps", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "stopped after 2 steps" in captured.out
+    assert f"resumed from {tmp_path / 'run' / 'last.pt'} at step 1" in captured.err
+    assert not logging.getLogger("kvq").handlers
     path.write_text("optim: {lr: fast}\n")
     assert main(["train", str(path)]) == 2
     assert "optim.lr" in capsys.readouterr().err

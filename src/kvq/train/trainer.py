@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,8 @@ from kvq.train.evaluate import Predictions, predict
 from kvq.train.losses import KVQLoss, assemble_cube_scores, cube_quality_map
 from kvq.train.stem_cache import StemCacheDataset, build_stem_cache, collate_embeddings
 from kvq.video import to_model_input
+
+log = logging.getLogger(__name__)
 
 
 class TrainError(RuntimeError):
@@ -254,7 +256,7 @@ class Trainer:
     # ------------------------------------------------------------------ bookkeeping
     def _log(self, message: str) -> None:
         if self.env.is_main:
-            print(message, file=sys.stderr, flush=True)
+            log.info(message)
 
     def _append_csv(self, name: str, row: dict) -> None:
         if not self.env.is_main:
@@ -419,7 +421,7 @@ class Trainer:
         for path, reason in batch["skipped"]:
             if path not in self._reported:
                 self._reported.add(path)
-                print(f"[rank {self.env.rank}] skipping {path}: {reason}", file=sys.stderr)
+                log.warning("[rank %d] skipping %s: %s", self.env.rank, path, reason)
         cubes = None
         if "embedding" in batch:  # a stem cache
             x = batch["embedding"].to(self.device).float()
