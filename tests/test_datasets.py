@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,8 +22,8 @@ from kvq.data.registry import (
 )
 from kvq.train.config import DataSection
 from kvq.train.data import build_run_data
-from kvq.video import ClipSpec
-from video_factory import make_video
+from kvq.video import ClipSpec, sample_segment_indices
+from video_factory import make_video, read_index
 
 SPEC = ClipSpec(num_segments=2, frames_per_segment=2, stride=1, size=(32, 32))
 
@@ -96,9 +98,31 @@ def test_unreadable_videos_are_reported_and_skipped(videos):
     assert torch.equal(batch_from_workers["clip"], batch["clip"])
 
 
-def test_training_sampling_is_seeded(videos):
-    dataset = VideoQualityDataset([VideoLabel("v0.mp4", 1)], videos, SPEC, train=True)
-    assert torch.equal(dataset[(0, 5)]["clip"], dataset[(0, 5)]["clip"])
+def test_training_sampling_is_seeded(tmp_path):
+    """Item ``(i, seed)`` of a training set: the same seed gives the same frames and view,
+    other seeds other ones (the frames are those the seed's draw names); inference sampling
+    ignores the seed."""
+    make_video(tmp_path / "long.mp4", frames=48, size=(48, 64), pattern="index")
+    labels = [VideoLabel("long.mp4", 1)]
+    spec = ClipSpec(num_segments=2, frames_per_segment=2, stride=1, size=(32, 32))
+    train = VideoQualityDataset(labels, tmp_path, spec, train=True)
+
+    def frames(dataset, seed: int) -> list[int]:
+        return [read_index(frame) for frame in dataset[(0, seed)]["clip"].numpy()]
+
+    draws = {seed: frames(train, seed) for seed in range(6)}
+    assert frames(train, 3) == draws[3]
+    assert len({tuple(d) for d in draws.values()}) >= 5, draws  # 23² possible draws
+    for seed, drawn in draws.items():
+        expected = sample_segment_indices(48, spec, train=True, rng=np.random.default_rng(seed))
+        assert drawn == expected.tolist()
+    # The spatial view follows the seed too: random crops of the same frames differ.
+    crops = VideoQualityDataset(labels, tmp_path, replace(spec, view="random_crop"), train=True)
+    views = [crops[(0, seed)]["clip"] for seed in range(6)]
+    assert torch.equal(views[2], crops[(0, 2)]["clip"])
+    assert len({v.numpy().tobytes() for v in views}) > 1
+    inference = VideoQualityDataset(labels, tmp_path, spec)
+    assert len({tuple(frames(inference, seed)) for seed in range(4)}) == 1
 
 
 def test_clip_cache_decodes_once(videos, tmp_path, monkeypatch):

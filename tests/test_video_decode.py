@@ -182,12 +182,20 @@ def test_images_become_static_clips(tmp_path):
 
 
 def test_inference_is_deterministic(video):
+    """``load_clip`` at inference takes the centred frames and view whatever ``rng`` it is
+    given (seeds, generators or none): the clip depends on the file alone."""
+    rngs = [None, 0, 1, np.random.default_rng(2), None]
     path = video("gradient.mp4", frames=10, pattern="gradient")
     for view in ("resize", "random_crop", "fragments"):
         spec = ClipSpec(size=(32, 32), view=view, fragment_grid=2, fragment_size=16)
-        assert torch.equal(load_clip(path, spec), load_clip(path, spec))
-    spec = ClipSpec(size=(32, 48))
-    assert np.array_equal(sample_segment_indices(10, spec), sample_segment_indices(10, spec))
+        clips = [load_clip(path, spec, rng=rng) for rng in rngs]
+        assert all(torch.equal(c, clips[0]) for c in clips), view
+    path = video("h264_long.mp4", frames=120)
+    for spec in (ClipSpec(size=(32, 48)), ClipSpec(size=(32, 48), num_clips=2)):
+        expected = sample_segment_indices(120, spec).reshape(spec.num_clips, -1).tolist()
+        for rng in rngs:
+            clips = load_clip(path, spec, rng=rng).reshape(spec.num_clips, -1, 32, 48, 3)
+            assert [sampled_indices(c) for c in clips] == expected
 
 
 def test_training_draws_depend_on_the_rng(video):

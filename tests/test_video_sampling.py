@@ -21,8 +21,22 @@ def test_inference_indices_are_segment_centred_runs():
 
 
 def test_inference_indices_are_deterministic():
-    spec = ClipSpec()
-    assert np.array_equal(sample_segment_indices(97, spec), sample_segment_indices(97, spec))
+    """At inference the frames and the view depend on the video alone: any generator or seed
+    (or none) gives the same indices and plans, and a generator passed in is not drawn from."""
+    rngs = [None, 0, 1, np.random.default_rng(2), np.random.default_rng(3), None]
+    for spec in (ClipSpec(), ClipSpec(num_clips=3)):
+        for num_frames in (97, 240):  # slack in every segment: a random start would show
+            draws = [sample_segment_indices(num_frames, spec, rng=rng) for rng in rngs]
+            assert all(np.array_equal(d, draws[0]) for d in draws), num_frames
+    for view in ("random_crop", "fragments"):
+        spec = ClipSpec(size=(64, 64), view=view, fragment_size=32)
+        plans = [plan_view((480, 640), spec, rng=rng) for rng in rngs]
+        assert all(plan == plans[0] for plan in plans), view
+    gen = np.random.default_rng(4)
+    state = gen.bit_generator.state
+    sample_segment_indices(97, ClipSpec(num_clips=3), rng=gen)
+    plan_view((480, 640), ClipSpec(size=(64, 64), view="random_crop"), rng=gen)
+    assert gen.bit_generator.state == state
 
 
 def test_training_indices_stay_in_their_segment_and_follow_the_rng():
