@@ -1,4 +1,4 @@
-"""Fusion Window Attention, saliency priors and the KVQ heads (DESIGN.md §1.3–1.4)."""
+"""Fusion Window Attention, saliency priors and the KVQ heads (docs/design.md, *Backbone* on)."""
 
 from __future__ import annotations
 

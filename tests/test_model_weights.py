@@ -1,4 +1,4 @@
-"""Weights: the Kinetics-400 Video Swin, the authors' KVQ and our own layout (DESIGN.md §3).
+"""Weights: Kinetics-400 Video Swin, the authors' KVQ and our layout (docs/design.md, *Weights*).
 
 Neither foreign file can be downloaded here: the tests write files of the same layout (keys and
 shapes from tests/data/*.tsv, copied from shared/reference) filled with random values.

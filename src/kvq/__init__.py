@@ -1,6 +1,6 @@
 """KVQ: saliency-guided local perception for video quality assessment (CVPR 2025).
 
-Public interface (DESIGN.md §4)::
+Public interface (docs/design.md, *Public interface*)::
 
     model = kvq.build_model("kvq-t", attention="fwa")
     out = model(clip)              # clip: (B, 3, T, H, W), normalised RGB

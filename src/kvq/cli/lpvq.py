@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="inter/intra-sample SRCC/PLCC of weights' 7×7 local quality against LPVQ labels",
         description="Each image is scored as a static clip; Q is averaged over time, pooled to "
-        "7×7 and compared with the 49 labelled cells (DESIGN.md §1.7, supplement Tab. 9).",
+        "7×7 and compared with the 49 labelled cells (docs/lpvq.md, supplement Tab. 9).",
     )
     e.add_argument("--images", required=True, help="folder the label file's image names are in")
     e.add_argument("--labels", required=True, help="LPVQ label file (name (r,c):score, …)")

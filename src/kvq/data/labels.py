@@ -1,4 +1,4 @@
-"""Label files: FAST-VQA video labels and LPVQ 7×7 region labels (DESIGN.md §2).
+"""Label files: FAST-VQA video labels and LPVQ 7×7 region labels (docs/design.md, *Data formats*).
 
 FAST-VQA format, one video per line (the path is relative to a data root)::
 

@@ -1,4 +1,4 @@
-"""LPVQ local-perception metrics (DESIGN.md §1.7, supplement §3.2 and Tab. 9).
+"""LPVQ local-perception metrics (docs/design.md, *Evaluation*; supplement §3.2 and Tab. 9).
 
 Every image has a labelled 7×7 grid of patch MOS and a predicted 7×7 grid (the model's local
 quality map Q averaged over time and average-pooled to 7×7, see :func:`pool_to_lpvq_grid`).

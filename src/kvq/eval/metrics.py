@@ -1,4 +1,4 @@
-"""Correlation metrics of video quality assessment (DESIGN.md §1.7).
+"""Correlation metrics of video quality assessment (docs/design.md, *Evaluation*).
 
 SRCC and KRCC compare rankings and need no mapping. PLCC and RMSE compare values, so the
 predictions are first mapped onto the MOS scale, either

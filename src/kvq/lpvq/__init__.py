@@ -1,4 +1,4 @@
-"""LPVQ local-perception evaluation (DESIGN.md §1.7): run weights on labelled images, compare
+"""LPVQ local-perception evaluation (docs/lpvq.md): run weights on labelled images, compare
 their 7×7 local quality grids with the labelled ones, write tables and figures.
 
 Typical use::

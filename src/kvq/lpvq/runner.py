@@ -1,4 +1,4 @@
-"""The LPVQ zero-shot protocol (DESIGN.md §1.7): labelled images → model grids → metrics.
+"""The LPVQ zero-shot protocol (docs/lpvq.md): labelled images → model grids → metrics.
 
 Each image becomes a static clip (``frames`` copies of the picture, resized to ``size``, aspect
 ratio not kept so that the 7×7 label grid and the model's grid cover the same regions; or, for

@@ -1,4 +1,4 @@
-"""KVQ: saliency-weighted local quality on a Video Swin backbone (DESIGN.md §1.4).
+"""KVQ: saliency-weighted local quality on Video Swin (docs/design.md, *Heads and score*).
 
 The backbone's final features ``F`` ``(B, C, T', H', W')`` feed two heads: a local quality map
 ``Q`` and a raw saliency map ``S̃``. The saliency priors of the Fusion Window blocks (stage 3

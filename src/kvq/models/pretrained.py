@@ -1,4 +1,4 @@
-"""Loading and saving weights, kept apart from the model's math (DESIGN.md §3).
+"""Loading and saving weights, kept apart from the model's math (docs/design.md, *Weights*).
 
 Four file layouts are recognised by their keys:
 

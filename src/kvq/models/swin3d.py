@@ -1,4 +1,4 @@
-"""Video Swin Transformer backbone with Fusion Window Attention (DESIGN.md §1.2–1.3).
+"""Video Swin Transformer backbone with Fusion Window Attention (docs/design.md, *Backbone*).
 
 With ``attention="iwa"`` everywhere this is numerically the official Video Swin (Liu et al.,
 2022) and has the same ``state_dict`` layout. KVQ replaces the attention of every block in the

@@ -1,4 +1,4 @@
-"""A ready-to-use scorer: weights + input spec + calibration (DESIGN.md §4).
+"""A ready-to-use scorer: weights + input spec + calibration (docs/design.md, *Public interface*).
 
 ``kvq.load(name_or_path)`` returns a :class:`Predictor`; ``predictor.score(path)`` returns a
 :class:`ScoreResult` with the calibrated score, the raw model output, per-slice scores with

@@ -1,4 +1,7 @@
-"""Training: the paper's recipe with the Local Perception Constraint (DESIGN.md §1.5–1.6)."""
+"""Training: the paper's recipe with the Local Perception Constraint (docs/design.md).
+
+See *Local Perception Constraint* and *Training* there.
+"""
 
 from kvq.train.config import ConfigError, TrainConfig, config_from_dict, load_config
 from kvq.train.losses import KVQLoss, LossConfig

@@ -1,8 +1,8 @@
 """Typed training configuration, loaded from YAML (``kvq train CONFIG.yaml``).
 
-Every section is a dataclass whose defaults are the paper's recipe (DESIGN.md §1.6); a YAML
-file only states what differs. Unknown keys and wrong types fail with :class:`ConfigError`
-naming the key, so a typo never silently trains with a default.
+Every section is a dataclass whose defaults are the paper's recipe (docs/design.md,
+*Training*); a YAML file only states what differs. Unknown keys and wrong types fail with
+:class:`ConfigError` naming the key, so a typo never silently trains with a default.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training losses (DESIGN.md §1.5–1.6).
+"""Training losses (docs/design.md, *Local Perception Constraint* and *Training*).
 
 ``L = L_plcc + λ_r·L_rank + λ_p·L_lpc``:
 

@@ -1,4 +1,4 @@
-"""The training loop of DESIGN.md §1.6: AdamW, warm-up + cosine, EMA, LPC, DDP, exact resume.
+"""The training loop (docs/design.md, *Training*): AdamW, warm-up + cosine, EMA, LPC, DDP, resume.
 
 One :class:`Trainer` per process; under ``torchrun`` every process trains its share of each
 global batch inside DistributedDataParallel. The output folder receives::

@@ -140,7 +140,7 @@ def normalize_clip(
     frames: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """uint8 RGB (..., T, H, W, 3) → ``dtype`` (..., 3, T, H, W) with the ImageNet mean and
-    std of :data:`MEAN` and :data:`STD`, on the input's device."""
+    std of :data:`MEAN` and :data:`STD` (docs/design.md, *Input*), on the input's device."""
     x = torch.as_tensor(frames)
     # One strided uint8→float copy into the channel-first layout, then in-place arithmetic:
     # 3× faster than out-of-place ops on a 32×448² clip.

@@ -19,7 +19,7 @@ RandomState = np.random.Generator | int | None
 def sample_segment_indices(
     num_frames: int, spec: ClipSpec, train: bool = False, rng: RandomState = None
 ) -> np.ndarray:
-    """Frame indices of the clip(s) of a ``num_frames``-frame video (DESIGN §1.1).
+    """Frame indices of the clip(s) of a ``num_frames``-frame video (docs/design.md, *Input*).
 
     The video is cut into ``spec.num_segments`` equal segments; each contributes
     ``spec.frames_per_segment`` frames ``spec.stride`` apart. In training the run starts at a

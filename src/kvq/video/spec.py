@@ -9,7 +9,7 @@ VIEWS = ("resize", "random_crop", "center_crop", "fragments")
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Temporal sampling and spatial view of one clip (DESIGN §1.1).
+    """Temporal sampling and spatial view of one clip (docs/design.md, *Input*).
 
     Temporal: the video is split into ``num_segments`` equal segments; from each,
     ``frames_per_segment`` frames ``stride`` apart are taken (8 × 4 at stride 2 = 32 frames).
