@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU measurements of the speed issue in one call of a lent machine (H100/H200).
-# Its image has PyTorch, NumPy, SciPy, PyYAML, tqdm and safetensors but not PyAV, which
-# `import kvq` needs; carry a cp312 manylinux wheel of it in .whl/ (git-ignored):
+# The GPU measurements (saliency prior, inference and training speed) in one run on a GPU
+# machine (H100/H200) that has PyTorch, NumPy, SciPy, PyYAML, tqdm and safetensors but maybe
+# not PyAV, which `import kvq` needs: put a cp312 manylinux wheel of it in the checkout's .whl/
+# (git-ignored)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 -d .whl av
-# then run `bash benchmarks/gpu.sh` there with carry [".whl"]; tables land in $OUT.
+# then run `bash benchmarks/gpu.sh` from the checkout; tables land in $OUT (default /tmp/out).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl

@@ -57,7 +57,7 @@ def main() -> None:
         "Synthetic corpus build (kvq synth)",
         table,
         notes=f"{args.clips} clips of the default preset (640×360, 60 frames) per row; "
-        "machine shared with other agents' jobs while measuring",
+        "machine under load from other jobs while measuring",
     )
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from kvq.synth import FACTORS, SynthConfig, find_sources, make_distortion
-from kvq.synth.build import _decode
 from kvq.synth.distortions import encode_h264
 from kvq.synth.measure import cell_ssim, ssim_db, vmaf
 from kvq.synth.motion import CameraPath
 from kvq.synth.sources import View, pristine_clip
+from kvq.video import iter_frames
 
 
 def main() -> None:
@@ -50,7 +50,8 @@ def main() -> None:
                     path = Path(tmp) / "clip.mp4"
                     encode_h264(distorted, path, config.fps, config.storage_crf, config.x264_preset)
                     v = vmaf(path, reference, config.fps, config.vmaf_subsample)
-                    s = float(cell_ssim(_decode(path), reference, config.ssim_frames).mean())
+                    stored = np.stack(list(iter_frames(path)))
+                    s = float(cell_ssim(stored, reference, config.ssim_frames).mean())
                     rows.append((factor, severity, v, s))
                     print(
                         f"{source.name:<22}{factor:<13}{severity:>5}  VMAF {v:6.2f}  SSIM {s:.4f}"
