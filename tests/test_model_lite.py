@@ -141,3 +141,26 @@ def test_optimizer_groups_leave_out_a_frozen_stem_or_give_it_its_own_rate():
     groups = param_groups(model, 1e-3, 0.2, 0.05, stem_mult=0.01)
     assert len(groups) == 2
     assert not stem & {id(p) for g in groups for p in g["params"]}
+
+
+def test_inference_copy_of_the_stem_gives_the_same_features():
+    model = lite()
+    kvq.load_pretrained(model, IMAGENET_STEM)
+    stem = model.backbone.stem.eval()
+    fast = stem.inference_copy()
+    x = torch.randn(1, 3, 2, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), stem(x), atol=1e-4, rtol=1e-4)
+    assert stem.training is False and fast.net is not stem.net
+    assert set(model.state_dict()) == set(lite().state_dict())  # the copy adds no keys
+
+
+def test_prepared_inference_scores_like_the_model_and_training_drops_it():
+    model = lite()
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        plain = model(x).score
+        model.backbone.prepare_inference()
+        torch.testing.assert_close(model(x).score, plain, atol=1e-5, rtol=1e-5)
+    model.train()
+    assert model.backbone._inference_stem is None

