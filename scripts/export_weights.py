@@ -1,7 +1,7 @@
 """Copy trained weights into the package as half-precision safetensors with their config.
 
     python scripts/export_weights.py runs/default_weights/best.safetensors \
-        src/kvq/weights/kvq-xs-synth.safetensors
+        src/kvq/weights/kvq-lite-synth.safetensors
 
 Half precision halves the file (the package ships it); loading casts back to float32.
 """

@@ -132,9 +132,8 @@ def build_video_ladders(name: str, frames: np.ndarray, fps: float, out: Path) ->
                     encode(frames, fps, tmp, [*args, "-pix_fmt", "yuv420p", "-f", "mpeg"])
                 else:
                     damaged = damage(frames, kind, level, seed=k)
-                    encode(
-                        damaged, fps, tmp, ["-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p"]
-                    )
+                    lossless = ["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"]
+                    encode(damaged, fps, tmp, [*lossless, "-pix_fmt", "yuv444p"])
                 tmp.rename(path)
             paths.append(str(path))
         ladders[kind] = paths

@@ -10,8 +10,9 @@ default weights' view of training-split videos (one segment of 2 frames, 7×7 gr
 batch 8. It then reports the SRCC between the predicted scores and σ on held-out videos (the
 validation split) with their own fixed noise. Noise that strong is obvious to the eye and a
 small CNN ranks it after ~100 steps, so a setting that stays near zero is an optimisation
-problem, not a data problem; that is how this probe was used to pick the default weights'
-learning rates (model card of ``kvq-xs-synth``).
+problem, not a data problem; that is how this probe was used to pick the learning rates of
+the earlier from-scratch ``kvq-xs`` default weights (a from-scratch kvq-xs learns nothing once
+its backbone gets 3e-4 or more).
 """
 
 from __future__ import annotations

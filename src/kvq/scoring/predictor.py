@@ -24,8 +24,8 @@ from kvq.video import ClipSpec, VideoError, load_clip_with_indices, probe, to_mo
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Bundled weights by name; the first is the default of ``kvq.load()`` and ``kvq score``.
-PRETRAINED: dict[str, str] = {"kvq-xs-synth": "kvq-xs-synth.safetensors"}
-DEFAULT_WEIGHTS = "kvq-xs-synth"
+PRETRAINED: dict[str, str] = {"kvq-lite-synth": "kvq-lite-synth.safetensors"}
+DEFAULT_WEIGHTS = "kvq-lite-synth"
 
 
 @dataclass(frozen=True)
