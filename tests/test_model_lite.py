@@ -164,3 +164,35 @@ def test_prepared_inference_scores_like_the_model_and_training_drops_it():
         torch.testing.assert_close(model(x).score, plain, atol=1e-5, rtol=1e-5)
     model.train()
     assert model.backbone._inference_stem is None
+
+
+def test_stem_cache_holds_each_views_stem_output_and_is_reused(tmp_path):
+    from kvq.data.datasets import VideoQualityDataset
+    from kvq.data.labels import VideoLabel
+    from kvq.train.stem_cache import StemCacheDataset, build_stem_cache
+    from kvq.video import ClipSpec, load_clip, to_model_input
+    from video_factory import make_video
+
+    for k in range(2):
+        make_video(tmp_path / f"v{k}.mp4", frames=24, size=(64, 96))
+    labels = [VideoLabel(f"v{k}.mp4", 2.0 + k, 1.0, 24.0) for k in range(2)]
+    labels.append(VideoLabel("missing.mp4", 3.0, 1.0, 24.0))
+    spec = ClipSpec(num_segments=2, frames_per_segment=2, stride=1, size=(64, 64),
+                    view="random_crop")  # fmt: skip
+    dataset = VideoQualityDataset(labels, tmp_path, spec, train=True, substitute_failed=True)
+    model = lite()
+    path = tmp_path / "cache.safetensors"
+    cache = build_stem_cache(model, dataset, 2, (2, 32, 32), 0, path, 0, False)
+    assert cache["embedding"].shape == (3, 2, 4, 112, 4, 4)  # videos, views, T, C, H/16, W/16
+    assert cache["cubes"].shape == (3, 2, 8, 2, 112, 2, 2)  # 2×2×2 cubes of 2 frames
+    assert cache["readable"].tolist() == [True, True, False]
+    # view 1 of video 0 is the stem output of that video's clip drawn with its seed
+    clip = load_clip(tmp_path / "v0.mp4", spec, train=True, rng=np.random.default_rng(7919))
+    with torch.no_grad():
+        expected = model.backbone.stem(to_model_input(clip[None], model))[0]
+    torch.testing.assert_close(cache["embedding"][0, 1].float(), expected, atol=2e-2, rtol=2e-2)
+    sample = StemCacheDataset(cache, [lb.mos for lb in labels])[(2, 1)]
+    assert sample["index"] == 0  # the unreadable video is never served
+    mtime = path.stat().st_mtime_ns
+    again = build_stem_cache(model, dataset, 2, (2, 32, 32), 0, path, 0, False)
+    assert path.stat().st_mtime_ns == mtime and torch.equal(again["embedding"], cache["embedding"])

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips
 from kvq.train.losses import cut_cubes
-from kvq.video import normalize_clip
+from kvq.video import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def build_stem_cache(
         ):
             log.info("stem cache: reusing %s", path)
             return {k: v for k, v in cached.items() if k != "fingerprint"}
-    device = next(stem.parameters()).device
     stem = stem.inference_copy()
     # (video, view, sampling seed): every view of every video drawn independently.
     items = [
@@ -104,7 +103,7 @@ def build_stem_cache(
                 log.warning("stem cache: skipping %s: %s", failed, reason)
             readable[index] = False
         if batch["clip"] is not None:
-            x = normalize_clip(batch["clip"].to(device))
+            x = to_model_input(batch["clip"], stem)
             embeddings[index][view] = stem(x)[0].half().cpu()
             if cube is not None:
                 cubes, _grid = cut_cubes(x, cube)
