@@ -1,5 +1,6 @@
-"""Where and how a model runs: the device (:func:`resolve_device`) and mixed precision
-(:func:`amp_dtype`, :func:`autocast`).
+"""Where and how a model runs: the device (:func:`resolve_device`), mixed precision
+(:func:`amp_dtype`, :func:`autocast`) and the worker processes of data loaders
+(:class:`WorkerInit`).
 
 Every entry point — :func:`kvq.load` and its :class:`~kvq.scoring.Predictor`, ``kvq score``,
 ``kvq eval``, ``kvq train`` and ``kvq lpvq eval`` — picks its device here, so a device name means
@@ -11,7 +12,10 @@ the model to its device and dtype.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import sys
 
 import torch
 
@@ -74,3 +78,38 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+class WorkerInit:
+    """The ``worker_init_fn`` of every kvq ``DataLoader``: one torch thread per worker (a
+    worker decodes; the model has the cores), and a worker that never outlives the process
+    that started it.
+
+    PyTorch's own check for a dead parent runs only between items, and a worker whose parent
+    was killed can block for good on a full result queue: one killed ``kvq train`` left a
+    worker running for 40 minutes. On Linux the kernel kills the worker with its parent
+    (``PR_SET_PDEATHSIG``); elsewhere PyTorch's check is all there is. Create it in the process
+    that iterates the loader (it records that process).
+    """
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+
+    def __call__(self, worker_id: int) -> None:
+        torch.set_num_threads(1)
+        if sys.platform.startswith("linux"):
+            _die_with_parent(self.parent)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the parent exits; exit now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: PyTorch's watchdog only
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)

@@ -9,10 +9,14 @@ with :data:`EXIT_REFUSED`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0  # everything done: every input scored
 EXIT_FAILED_INPUTS = 1  # kvq score: some inputs failed (their rows hold the error)
 EXIT_REFUSED = 2  # the run itself could not proceed: arguments, weights, output, device
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as shells report 128 + SIGINT
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -33,8 +38,19 @@ class CLIError(Exception):
 
 def error_line(prog: str, message: object) -> str:
     """``PROG: error: MESSAGE`` on one line, without terminal escape codes."""
-    text = " ".join(_CONTROL.sub(" ", _ANSI_ESCAPE.sub("", str(message))).split())
-    return f"{prog}: error: {text}"
+    text = _undecodable_shown(_ANSI_ESCAPE.sub("", str(message)))
+    return f"{prog}: error: {' '.join(_CONTROL.sub(' ', text).split())}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line as any UTF-8 terminal can print it: the bytes of a file name that
+    is not UTF-8 (surrogate escapes) shown as ``\\xff`` instead of an encoding error, control
+    characters (a newline in a file name) as Python escapes them (``\\n``)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], _undecodable_shown(text))
+
+
+def _undecodable_shown(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def describe(err: BaseException) -> str:
@@ -121,3 +137,36 @@ def refuse(prog: str, err: BaseException) -> int:
     """Print ``err`` as the one-line refusal of ``prog``; returns :data:`EXIT_REFUSED`."""
     print(error_line(prog, describe(err)), file=sys.stderr)
     return EXIT_REFUSED
+
+
+_INTERRUPT = threading.Event()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C (SIGINT) stops the run: :class:`KeyboardInterrupt` at once, as by default, and
+    again at the next :func:`check_interrupt` of a long loop — Python drops a
+    KeyboardInterrupt that lands in a finalizer or callback ("Exception ignored in ..."), and
+    without the second chance such a run would go on to the end. Installed in the main thread
+    only (the only one that receives signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        _INTERRUPT.set()
+        raise KeyboardInterrupt
+
+    _INTERRUPT.clear()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _INTERRUPT.clear()
+
+
+def check_interrupt() -> None:
+    """Raise :class:`KeyboardInterrupt` if Ctrl-C was pressed (see :func:`interruptible`)."""
+    if _INTERRUPT.is_set():
+        raise KeyboardInterrupt

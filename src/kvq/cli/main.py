@@ -8,6 +8,8 @@ that ``kvq --help`` stays fast.
 Every refusal takes one path: a sub-command raises :class:`~kvq.cli.common.CLIError` (or an
 :class:`OSError` escapes it), and :func:`main` prints one line, ``kvq <sub-command>: error:
 ...``, and returns :data:`~kvq.cli.common.EXIT_REFUSED`; argparse's errors look the same.
+Ctrl-C ends any sub-command with one line, ``kvq <sub-command>: interrupted``, and
+:data:`~kvq.cli.common.EXIT_INTERRUPTED`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from kvq.cli.common import EXIT_REFUSED, ArgumentParser, CLIError, refuse
+from kvq.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    ArgumentParser,
+    CLIError,
+    interruptible,
+    refuse,
+)
 
 # Order is the order shown in ``kvq --help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -50,10 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_REFUSED
+    prog = f"{parser.prog} {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with interruptible():
+            return int(args.func(args) or 0)
     except (CLIError, OSError) as err:
-        return refuse(f"{parser.prog} {args.command}", err)
+        return refuse(prog, err)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line; a sub-command may say what is kept
+        print(f"{prog}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

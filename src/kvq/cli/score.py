@@ -5,7 +5,9 @@ kvq score videos/ '*.mov' @list.txt --out results.jsonl --maps maps/
 torchrun --nproc-per-node 4 -m kvq.cli.main score videos/ --out results.csv
 
 Exit status: 0 every input scored, 1 some inputs failed (their rows hold the error), 2 the run
-could not proceed (arguments, weights, --out, --maps, device; nothing is scored).
+could not proceed (arguments, weights, --out, --maps, device, --out being written by another
+run; nothing is scored), 130 stopped by Ctrl-C (the rows written so far are kept: run the same
+command again to go on).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from kvq.cli.common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
     CLIError,
+    check_interrupt,
     check_writable_file,
     check_writable_folder,
     checked_device,
     non_negative_int,
     positive_int,
+    printable,
 )
 
 
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(scratch.name) / "results.jsonl"
 
     def on_result(result) -> None:
+        check_interrupt()  # the row of this result is written: a stop loses nothing
         if maps and result.error is None:  # the sheet, then with --maps-video the MP4
             for write, target in zip((render_sheet, write_overlay_video), maps[result.path]):
                 write(result, target)
@@ -85,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
     except ResultsFileError as err:  # every rank raises it alike, before scoring anything
         refusal = err
+    except KeyboardInterrupt:
+        kept = f"the results so far are kept in {out}; run the same command again to go on"
+        raise KeyboardInterrupt(kept if args.out else "") from None
     if distributed:
         leave_process_group()
     if refusal is not None:
@@ -143,11 +151,12 @@ def _load_predictor(args: argparse.Namespace):
 
 
 def _print_table(rows: list[dict], scale: str) -> None:
-    width = max([len(r["path"]) for r in rows] + [4])
+    paths = [printable(r["path"]) for r in rows]
+    width = max([len(p) for p in paths] + [4])
     print(f"{'path':<{width}}  {'score':>8}  {'raw':>8}  note")
-    for r in rows:
+    for path, r in zip(paths, rows):
         if r.get("error"):
-            print(f"{r['path']:<{width}}  {'-':>8}  {'-':>8}  error: {r['error']}")
+            print(f"{path:<{width}}  {'-':>8}  {'-':>8}  error: {printable(r['error'])}")
         else:
-            print(f"{r['path']:<{width}}  {float(r['score']):>8.4f}  {float(r['raw_score']):>8.4f}")
+            print(f"{path:<{width}}  {float(r['score']):>8.4f}  {float(r['raw_score']):>8.4f}")
     print(f"(score scale: {scale})")

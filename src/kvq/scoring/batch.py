@@ -2,9 +2,16 @@
 
 A run appends one row per input to its result file as soon as the input is scored (flushed and
 fsynced), so a crashed or killed run loses at most the row being written; restarted with the
-same ``--out`` it drops a torn last row and skips every input already there. Under ``torchrun``
-every rank scores its share into ``OUT.rankN.jsonl`` and rank 0 merges them into ``OUT`` in
-input order.
+same ``--out`` it drops a torn last row and skips every input already there. A run holds an
+exclusive lock on its result file (:class:`~kvq.fileio.ExclusiveLock`): a second run on the same
+file is refused instead of writing the same rows again. Under ``torchrun`` every rank scores its
+share into ``OUT.rankN.jsonl`` and rank 0 merges them into ``OUT`` in input order; the rank files
+of a killed sharded run are reused by the next one, whatever its number of processes.
+
+Paths are kept exactly as the file system gives them, in every format. A name that is not
+valid UTF-8 holds Python's *surrogate escapes* (``os.fsdecode``): a ``.jsonl``/``.json`` row
+writes them as JSON escapes (``"\\udcff"``), a ``.csv`` row as the original bytes, so that
+``os.fsencode(row["path"])`` gives back the name's bytes; CSV quotes a name with a newline.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import glob
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,8 +30,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kvq.fileio import ExclusiveLock, FileLockedError
+from kvq.runtime import WorkerInit
 from kvq.scoring.predictor import Predictor, ScoreResult, decode_input
-from kvq.train.distributed import current_env
+from kvq.train.distributed import any_rank, current_env
 from kvq.video import IMAGE_EXTENSIONS, ClipSpec, VideoError
 
 # Containers FFmpeg reads that users keep videos in; images are scored as static clips.
@@ -136,11 +146,11 @@ class ResultsFile:
 
     def _read_journal(self) -> None:
         data = self.journal.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]  # a torn last row is dropped and rewritten
+        complete = data[: _end_of_complete_rows(data, self.kind)]  # a torn last row is dropped
         if len(complete) != len(data):
             with self.journal.open("r+b") as f:
                 f.truncate(len(complete))
-        text = complete.decode("utf-8")
+        text = complete.decode("utf-8", _PATH_ERRORS)
         if self.kind == "csv":
             reader = csv.DictReader(io.StringIO(text))
             for row in reader:
@@ -166,7 +176,7 @@ class ResultsFile:
 
     def append(self, row: dict) -> None:
         new_file = not self.journal.exists() or self.journal.stat().st_size == 0
-        with self.journal.open("a", encoding="utf-8", newline="") as f:
+        with self.journal.open("a", encoding="utf-8", errors=_PATH_ERRORS, newline="") as f:
             if self.kind == "csv":
                 writer = csv.DictWriter(f, fieldnames=self.csv_fields, extrasaction="ignore")
                 if new_file:
@@ -189,6 +199,39 @@ class ResultsFile:
         tmp.write_text(json.dumps(rows, indent=1, allow_nan=False), encoding="utf-8")
         tmp.replace(self.path)
         self.journal.unlink(missing_ok=True)
+
+
+# A path that is not UTF-8 holds surrogate escapes: CSV writes (and reads back) their bytes.
+_PATH_ERRORS = "surrogateescape"
+
+
+def _end_of_complete_rows(data: bytes, kind: str) -> int:
+    """The length of the complete rows at the start of a result file's ``data``: up to its
+    last row end. In a CSV file a newline inside a quoted field (a file name with a newline)
+    does not end a row: a row ends at a newline after an even number of quotes (CSV doubles
+    a quote inside a field)."""
+    end = data.rfind(b"\n")
+    if kind == "csv":
+        while end >= 0 and data.count(b'"', 0, end) % 2:
+            end = data.rfind(b"\n", 0, end)
+    return end + 1
+
+
+def rank_file(out: str | Path, rank: int) -> Path:
+    """The scratch file of ``rank`` in a sharded run writing to ``out``: ``OUT.rankN.jsonl``."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.rank{rank}.jsonl")
+
+
+def _rank_files(out: str | Path) -> list[Path]:
+    """Every rank file of ``out`` on disk, of this run or of a killed one with more ranks."""
+    out = Path(out)
+    pattern = re.compile(re.escape(out.name) + r"\.rank\d+\.jsonl")
+    return sorted(
+        p
+        for p in out.parent.glob(f"{glob.escape(out.name)}.rank*.jsonl")
+        if pattern.fullmatch(p.name)
+    )
 
 
 @dataclass
@@ -239,14 +282,13 @@ def score_paths(
     The clips of a batch run through the model in groups of one shape (videos and images)."""
     if not paths:
         return
-    # The model runs in this process; decoding workers need no model threads of their own.
     loader = DataLoader(
         DecodeDataset(paths, predictor.spec),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
         prefetch_factor=2 if workers else None,
-        worker_init_fn=_single_thread_worker if workers else None,
+        worker_init_fn=WorkerInit(),
     )
     for items in loader:
         outputs = {}
@@ -280,10 +322,6 @@ def _same_shape_groups(items: list[DecodedItem]) -> list[list[DecodedItem]]:
     return list(groups.values())
 
 
-def _single_thread_worker(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def run_scoring(
     predictor: Predictor,
     inputs: list[str],
@@ -294,44 +332,106 @@ def run_scoring(
 ) -> list[dict]:
     """Score every input not yet in ``out``; returns all rows of ``out`` in input order.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1, a process group initialised by the caller) rank
-    ``r`` scores inputs ``r::world`` into ``OUT.rank{r}.jsonl``; after a barrier rank 0 merges
-    every rank's rows into ``out`` and returns them (the other ranks return ``[]``).
-    ``on_result`` sees each new result (maps, progress). Rows record the predictor's
-    ``weights_id``; a file holding rows of other weights is refused (:class:`ResultsFileError`).
+    The run holds the lock of ``out`` throughout; a file that another run holds, or that holds
+    rows of other weights than the predictor's ``weights_id``, is refused
+    (:class:`ResultsFileError`) before anything is scored. ``on_result`` sees each new result
+    (maps, progress).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1, a process group initialised by the caller) the
+    inputs not yet in ``out`` nor in any rank file left by an earlier run are shared out: rank
+    ``r`` scores every ``world``-th of them into ``OUT.rank{r}.jsonl``; after a barrier rank 0
+    merges every rank file's rows into ``out`` and removes the rank files (the other ranks
+    return ``[]``). Every rank refuses alike when rank 0 cannot take the lock.
     """
     env = current_env()
     rank, world = env.rank, env.world_size
-    results = ResultsFile(out)
-    other = results.other_weights(predictor.weights_id) if predictor.weights_id else set()
-    if other:  # the same on every rank: they all stop here alike
-        raise ResultsFileError(
-            f"{results.path} holds scores of other weights ({', '.join(sorted(other))}), not "
-            f"{predictor.weights_id}: write to another --out, or delete it to score again"
-        )
-    pending = [p for p in inputs if not results.done(p)]
-    sink = results
-    if world > 1:
-        sink = ResultsFile(Path(out).with_suffix(f".rank{rank}.jsonl"))
-        if predictor.weights_id and sink.other_weights(predictor.weights_id):
-            sink.clear()  # this rank's scratch rows of an interrupted run with other weights
-        pending = [p for p in pending[rank::world] if not sink.done(p)]
-    for result in score_paths(predictor, pending, batch_size, workers):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    lock = ExclusiveLock(out)
+    try:
+        refusal = None
+        if rank == 0:
+            try:
+                lock.acquire()
+            except FileLockedError as err:
+                refusal = str(err)
+        if any_rank(refusal is not None):
+            raise ResultsFileError(refusal or f"{out}: rank 0 could not take the lock of {out}")
+        results = ResultsFile(out)
+        other = results.other_weights(predictor.weights_id) if predictor.weights_id else set()
+        if other:  # the same on every rank: they all stop here alike
+            raise ResultsFileError(
+                f"{results.path} holds scores of other weights ({', '.join(sorted(other))}), "
+                f"not {predictor.weights_id}: write to another --out, or delete it to score again"
+            )
+        if world == 1:
+            _adopt_rank_files(results, inputs, predictor.weights_id)  # of a killed sharded run
+            pending = [p for p in inputs if not results.done(p)]
+            _score_into(results, predictor, pending, batch_size, workers, on_result)
+        else:
+            _score_sharded(results, predictor, inputs, batch_size, workers, on_result)
+            if rank != 0:
+                return []  # rank 0 holds the merged rows
+        results.finalize(inputs)
+        return [results.rows[p] for p in inputs if p in results.rows]
+    finally:
+        lock.release()
+
+
+def _score_into(
+    sink: ResultsFile,
+    predictor: Predictor,
+    paths: list[str],
+    batch_size: int,
+    workers: int,
+    on_result: Callable[[ScoreResult], None] | None,
+) -> None:
+    for result in score_paths(predictor, paths, batch_size, workers):
         sink.append(result.to_row())
         if on_result is not None:
             on_result(result)
-    if world > 1:
-        torch.distributed.barrier()
-        if rank == 0:
-            parts = [ResultsFile(Path(out).with_suffix(f".rank{r}.jsonl")) for r in range(world)]
-            for path in inputs:
-                row = next((p.rows[path] for p in parts if p.done(path)), None)
-                if row is not None and not results.done(path):
-                    results.append(row)
-            for part in parts:
-                part.path.unlink(missing_ok=True)
-        torch.distributed.barrier()
-        if rank != 0:
-            return []  # rank 0 holds the merged rows
-    results.finalize(inputs)
-    return [results.rows[p] for p in inputs if p in results.rows]
+
+
+def _scratch_rows(out: Path, weights: str | None) -> dict[str, dict]:
+    """The rows of every rank file of ``out`` scored with ``weights`` (rows without a
+    ``weights`` field are taken as they are)."""
+    rows: dict[str, dict] = {}
+    for part in map(ResultsFile, _rank_files(out)):
+        for path, row in part.rows.items():
+            if not weights or row.get("weights") in (weights, None, ""):
+                rows.setdefault(path, row)
+    return rows
+
+
+def _adopt_rank_files(results: ResultsFile, inputs: list[str], weights: str | None) -> None:
+    """Move the rows of ``results``' rank files into it, in input order; remove the files."""
+    scratch = _scratch_rows(results.path, weights)
+    for path in inputs:
+        if path in scratch and not results.done(path):
+            results.append(scratch[path])
+    for part in _rank_files(results.path):
+        part.unlink(missing_ok=True)
+
+
+def _score_sharded(
+    results: ResultsFile,
+    predictor: Predictor,
+    inputs: list[str],
+    batch_size: int,
+    workers: int,
+    on_result: Callable[[ScoreResult], None] | None,
+) -> None:
+    """This rank's share of a ``torchrun`` run, then (rank 0) the merge into ``results``."""
+    env = current_env()
+    done = _scratch_rows(results.path, predictor.weights_id)
+    # Every rank has read the rank files before any rank writes to them: all share out alike.
+    torch.distributed.barrier()
+    pending = [p for p in inputs if not results.done(p) and p not in done]
+    sink = ResultsFile(rank_file(results.path, env.rank))
+    if predictor.weights_id and sink.other_weights(predictor.weights_id):
+        sink.clear()  # this rank's scratch rows of an interrupted run with other weights
+    shard = pending[env.rank :: env.world_size]
+    _score_into(sink, predictor, shard, batch_size, workers, on_result)
+    torch.distributed.barrier()
+    if env.rank == 0:
+        _adopt_rank_files(results, inputs, predictor.weights_id)
+    torch.distributed.barrier()

@@ -100,3 +100,18 @@ def gather_batch(x: Tensor) -> Tensor:
     if not is_distributed() or dist.get_world_size() == 1:
         return x
     return _GatherBatch.apply(x)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (``flag`` itself without a process group), so that
+    all ranks take a decision one of them made: every rank must call it."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if _uses_nccl() else "cpu"
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _uses_nccl() -> bool:
+    return dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only

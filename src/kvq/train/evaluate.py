@@ -13,7 +13,7 @@ from torch import nn
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips, random_splits
 from kvq.eval.metrics import QualityMetrics, compute_metrics
-from kvq.runtime import autocast
+from kvq.runtime import WorkerInit, autocast
 from kvq.train.data import LabelledSet
 from kvq.train.distributed import current_env, is_distributed
 from kvq.video import ClipSpec, to_model_input
@@ -108,6 +108,7 @@ def predict(
         sampler=list(range(env.rank, len(dataset), env.world_size)),
         num_workers=num_workers,
         collate_fn=collate_clips,
+        worker_init_fn=WorkerInit(),
         # An explicit generator keeps the global RNG (dropout, resume) untouched.
         generator=torch.Generator(),
     )

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips
+from kvq.runtime import WorkerInit
 from kvq.train.losses import cut_cubes
 from kvq.video import to_model_input
 
@@ -88,6 +89,7 @@ def build_stem_cache(
         batch_size=1,
         num_workers=num_workers,
         collate_fn=collate_clips,
+        worker_init_fn=WorkerInit(),
     )
     embeddings: list[list[Tensor | None]] = [[None] * views for _ in range(len(dataset))]
     cube_embeddings: list[list[Tensor | None]] = [[None] * views for _ in range(len(dataset))]

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
 from kvq.data.labels import read_groups
 from kvq.models import build_model, load_pretrained, save_pretrained
-from kvq.runtime import amp_dtype, autocast, resolve_device
+from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
 from kvq.train.data import LabelledSet, build_run_data
@@ -389,6 +389,7 @@ class Trainer:
             collate_fn=collate_embeddings if cached else collate_clips,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=WorkerInit(),
             # Worker seeds come from this generator, not from the global RNG that resume restores.
             generator=torch.Generator().manual_seed(self.config.seed),
         )
