@@ -39,6 +39,7 @@ BAD_HEADERS = {
     "calibration_type": lambda h: _changed(h, "calibration", a="two"),
     "calibration_key": lambda h: _changed(h, "calibration", slope=2.0),
     "calibration_range": lambda h: _changed(h, "calibration", low=5.0, high=1.0),
+    "status_type": lambda h: json.dumps({**h, "status": 3}),
 }
 
 

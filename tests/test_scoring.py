@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -59,10 +60,24 @@ def test_predictor_scores_are_deterministic_and_calibrated(weights, media):
     assert a.score == pytest.approx(min(5.0, max(1.0, 2.0 * a.raw_score + 3.0)))
     assert a.local_quality.shape == a.saliency.shape == (4, 2, 2)
     assert len(a.segments) == 4
-    starts = [s.start_s for s in a.segments]
-    assert starts == sorted(starts) and a.segments[-1].end_s <= a.info["duration"] + 1e-6
-    # the score is the mean of the per-slice scores (each slice: mean of Q·S)
-    assert np.mean([s.score for s in a.segments]) == pytest.approx(a.raw_score, rel=1e-5)
+    # The segments cover the timeline, each its share, around the frames the model saw.
+    bounds = [(s.start_s, s.end_s) for s in a.segments]
+    assert bounds[0][0] == 0 and bounds[-1][1] == pytest.approx(a.info["duration"])
+    assert all(x[1] == y[0] and x[0] < x[1] for x, y in itertools.pairwise(bounds))
+    assert all(s.start_s <= (s.seen_start_s + s.seen_end_s) / 2 <= s.end_s for s in a.segments)
+    # On the score's scale: the calibration of each slice's mean of Q·S, whose mean is the raw
+    # score; pooled as VMAF pools its frames.
+    assert np.mean([s.raw_score for s in a.segments]) == pytest.approx(a.raw_score, rel=1e-5)
+    assert [s.score for s in a.segments] == pytest.approx(
+        [min(5.0, max(1.0, 2.0 * s.raw_score + 3.0)) for s in a.segments]
+    )
+    scores = [s.score for s in a.segments]
+    assert a.pooled["min"] == min(scores) and a.pooled["max"] == max(scores)
+    assert a.pooled["mean"] == pytest.approx(np.mean(scores))
+    assert a.pooled["harmonic_mean"] == pytest.approx(len(scores) / sum(1 / x for x in scores))
+    row = a.to_row()
+    assert (row["scale"], row["higher_is_better"]) == ("MOS 1-5", True)
+    assert row["kvq_version"] == kvq.__version__ and row["weights"] == predictor.weights_id
     from_tensor = predictor.score(torch.from_numpy(a.frames))
     assert from_tensor.raw_score == pytest.approx(a.raw_score, rel=1e-6)
 
@@ -332,3 +347,36 @@ def test_torchrun_two_cpu_ranks_match_one_process(weights, media, tmp_path, free
     reused = json.loads(sharded.read_text().splitlines()[-1])
     assert reused["path"] == first[2]["path"] and reused["timings"] == {"decode_s": -1.0}
     assert not list(tmp_path.glob("sharded.jsonl.*"))  # no rank file, no lock left
+
+
+@pytest.mark.parametrize(
+    "header, says",
+    [
+        ({"calibration": {**CALIBRATION, "a": -10.45}}, "slope -10.45 (not positive)"),
+        ({"calibration": CALIBRATION, "status": "random weights"}, "random weights"),
+    ],
+)
+def test_weights_that_are_not_a_quality_model_say_so(
+    weights, media, tmp_path, capsys, caplog, header, says
+):
+    model, _ = load_model(weights)
+    path = tmp_path / "w.safetensors"
+    save_pretrained(model, path, {"input": INPUT, **header})  # flagged when saved ...
+    assert "saved as not a quality model: " in caplog.text and says in caplog.text
+    assert says in load_model(path)[1]["status"]  # ... and in the file
+    assert says in kvq.load(path, device="cpu").status
+    assert kvq.load(weights, device="cpu").status is None
+    args = ["score", str(media / "c.png"), "--weights", str(path), "--quiet"]
+    assert kvq_main(args) == 0  # it still scores, and says so on stderr
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"kvq score: warning: {path}: not a quality model: ")
+    assert says in err[0]
+
+
+def test_kvq_models_lists_architectures_and_bundled_weights(capsys):
+    assert kvq_main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in kvq.list_models():
+        assert name in out
+    assert f"{kvq.scoring.DEFAULT_WEIGHTS}  (default): kvq-lite" in out
+    assert "synth_test_srcc" in out and "model card:" in out

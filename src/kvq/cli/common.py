@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -170,3 +171,30 @@ def check_interrupt() -> None:
     """Raise :class:`KeyboardInterrupt` if Ctrl-C was pressed (see :func:`interruptible`)."""
     if _INTERRUPT.is_set():
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def messages_on_stderr(prog: str) -> Iterator[None]:
+    """While a sub-command runs, the messages of kvq's loggers go to stderr one line each:
+    progress as it is, warnings as ``PROG: warning: ...``."""
+    logger = logging.getLogger("kvq")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrefixWarnings(prog))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _PrefixWarnings(logging.Formatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__("%(message)s")
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = _undecodable_shown(super().format(record))
+        return f"{self.prog}: warning: {text}" if record.levelno >= logging.WARNING else text

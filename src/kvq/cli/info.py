@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kvq import __version__
-    from kvq.models import build_model, list_models
+    from kvq.cli.models import print_architectures
     from kvq.runtime import resolve_device
 
     print(f"kvq {__version__}  (torch {torch.__version__})")
@@ -25,9 +25,6 @@ def run(args: argparse.Namespace) -> int:
         else f"{torch.get_num_threads()} threads"
     )
     print(f"device: {device} ({detail})")
-    print(f"{'architecture':<14}{'parameters':>14}  attention")
-    for name in list_models():
-        model = build_model(name)
-        n = sum(p.numel() for p in model.parameters())
-        print(f"{name:<14}{n:>14,}  {model.config.attention}")
+    print_architectures()
+    print("bundled weights and their metrics: kvq models")
     return 0

@@ -25,12 +25,14 @@ from kvq.cli.common import (
     ArgumentParser,
     CLIError,
     interruptible,
+    messages_on_stderr,
     refuse,
 )
 
 # Order is the order shown in ``kvq --help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "info",
+    "models",
     "score",
     "annotate",
     "synth",
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     prog = f"{parser.prog} {args.command}"
     try:
-        with interruptible():
+        with interruptible(), messages_on_stderr(prog):
             return int(args.func(args) or 0)
     except (CLIError, OSError) as err:
         return refuse(prog, err)

@@ -144,7 +144,7 @@ def _load_predictor(args: argparse.Namespace):
     from kvq.scoring import DEFAULT_WEIGHTS, load
 
     device = checked_device(args.device)
-    try:
+    try:  # weights that are not a quality model say so on stderr (a warning of kvq.load)
         return load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
     except WeightsError as err:
         raise CLIError(err) from None

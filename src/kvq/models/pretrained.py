@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pickle
 import re
 import types
@@ -30,6 +31,8 @@ import torch
 from torch import Tensor
 
 from kvq.models.kvq import KVQConfig, KVQModel
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "kvq"
@@ -324,6 +327,30 @@ def load_state(
     return report
 
 
+def weights_status(path: str | Path, header: dict) -> str | None:
+    """Why weights with this JSON config are not a quality model, or None when they are.
+
+    The header's ``status`` is ``"ok"`` (or absent) for a quality model, else the reason (e.g.
+    weights saved to test the plumbing). A calibration whose slope is not positive is a reason
+    of its own, whatever ``status`` says: its calibrated score runs opposite to the model's
+    output, and both ends clip to one value. A ``status`` that is not a string raises
+    :class:`WeightsError`.
+    """
+    status = header.get("status", "ok")
+    if not isinstance(status, str):
+        raise WeightsError(f"{path}: 'status' of its kvq header must be a string, got {status!r}")
+    if status != "ok":
+        return status
+    calibration = header.get("calibration")
+    slope = calibration.get("a") if isinstance(calibration, dict) else None
+    if isinstance(slope, int | float) and not slope > 0:
+        return (
+            f"its score calibration has slope {slope:g} (not positive): the calibrated score "
+            "would run opposite to the model's output"
+        )
+    return None
+
+
 def save_pretrained(
     model: KVQModel,
     path: str | Path,
@@ -340,6 +367,10 @@ def save_pretrained(
 
     path = Path(path)
     header = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(metadata or {})}
+    status = weights_status(path, header)
+    if status is not None:  # written into the file, so that every later load says so too
+        log.warning("%s: saved as not a quality model: %s", path, status)
+        header["status"] = status
     tensors = {}
     for key, value in model.state_dict().items():
         if key.endswith(DERIVED_SUFFIX):

@@ -44,7 +44,8 @@ VIDEO_EXTENSIONS = frozenset(
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 CSV_FIELDS = (
     "path", "score", "raw_score", "error", "duration", "fps", "num_frames", "width", "height",
-    "codec", "decode_s", "model_s", "segments", "weights",
+    "codec", "decode_s", "model_s", "segments", "weights", "scale", "higher_is_better",
+    "pooled_mean", "pooled_min", "pooled_max", "pooled_harmonic_mean", "kvq_version",
 )  # fmt: skip
 
 
@@ -108,7 +109,8 @@ def flat_row(row: dict) -> dict:
     flat.update({k: row.get("info", {}).get(k) for k in CSV_FIELDS[4:10]})
     flat.update({k: row.get("timings", {}).get(k) for k in ("decode_s", "model_s")})
     flat["segments"] = json.dumps(row.get("segments", []), allow_nan=False)
-    flat["weights"] = row.get("weights")
+    flat.update({k: row.get(k) for k in ("weights", "scale", "higher_is_better", "kvq_version")})
+    flat.update({f"pooled_{k}": v for k, v in (row.get("pooled") or {}).items()})
     return flat
 
 
@@ -300,9 +302,7 @@ def score_paths(
                 outputs[it.path] = (raw[j], quality[j], saliency[j], model_s)
         for it in items:
             if it.error is not None:
-                yield ScoreResult(
-                    path=it.path, error=it.error, weights=predictor.weights_id or None
-                )
+                yield predictor.failed(it.path, it.error)
                 continue
             raw_j, q_j, s_j, model_s = outputs[it.path]
             timings = {"decode_s": round(it.decode_s, 4), "model_s": round(model_s, 4)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,14 +20,15 @@ import numpy as np
 import torch
 
 from kvq.models import KVQModel, WeightsError, build_model, load_model, load_pretrained
-from kvq.models.pretrained import header_section
+from kvq.models.bundled import BUNDLED, DEFAULT_WEIGHTS
+from kvq.models.pretrained import header_section, weights_status
 from kvq.runtime import resolve_device
 from kvq.video import ClipSpec, VideoError, load_clip_with_indices, probe, to_model_input
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# Bundled weights by name; the first is the default of ``kvq.load()`` and ``kvq score``.
-PRETRAINED: dict[str, str] = {"kvq-lite-synth": "kvq-lite-synth.safetensors"}
-DEFAULT_WEIGHTS = "kvq-lite-synth"
+log = logging.getLogger(__name__)
+
+# Bundled weights by name → file; the first is the default of ``kvq.load()`` and ``kvq score``.
+PRETRAINED: dict[str, Path] = {name: w.path for name, w in BUNDLED.items()}
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,22 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Segment:
-    """One temporal slice of the quality map: the frames it covers and its share of the score."""
+    """One temporal slice of the quality map and its part of the video.
+
+    ``start_s``–``end_s`` is the slice's share of the timeline (the segments of a video cover
+    it from 0 to its duration, split halfway between the frames of neighbouring slices);
+    ``seen_start_s``–``seen_end_s`` spans the frames the model saw for it. ``score`` is on the
+    calibrated scale of the video's score (the calibration's line applied to ``raw_score``,
+    the slice's mean of Q·S, and clipped alike): the video's raw score is the mean of the
+    segments' raw scores.
+    """
 
     start_s: float
     end_s: float
+    seen_start_s: float
+    seen_end_s: float
     score: float
+    raw_score: float
 
 
 @dataclass
@@ -90,23 +104,63 @@ class ScoreResult:
     timings: dict = field(default_factory=dict)
     error: str | None = None
     weights: str | None = None  # the predictor's weights_id, where it has one
+    scale: str | None = None  # the calibrated score's scale, e.g. "MOS 1-5"
+    higher_is_better: bool | None = None
+    pooled: dict[str, float | None] = field(default_factory=dict)  # over segments (pool_segments)
     local_quality: np.ndarray | None = field(default=None, repr=False)
     saliency: np.ndarray | None = field(default=None, repr=False)
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def to_row(self) -> dict:
         """JSON-serialisable row (no arrays) for the result files."""
-        row = {
+        from kvq import __version__
+
+        return {
             "path": self.path,
             "score": self.score,
             "raw_score": self.raw_score,
+            "scale": self.scale,
+            "higher_is_better": self.higher_is_better,
+            "pooled": self.pooled,
             "segments": [dataclasses.asdict(s) for s in self.segments],
             "info": self.info,
             "timings": self.timings,
             "error": self.error,
             "weights": self.weights,
+            "kvq_version": __version__,
         }
-        return row
+
+
+def pool_segments(scores: list[float]) -> dict[str, float | None]:
+    """Pooled statistics of segment scores as VMAF's logs give them: mean, min, max and the
+    harmonic mean (which weighs bad segments more; None unless every score is positive)."""
+    if not scores:
+        return {}
+    values = np.asarray(scores, dtype=np.float64)
+    harmonic = float(len(values) / np.sum(1.0 / values)) if (values > 0).all() else None
+    return {
+        "mean": float(values.mean()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "harmonic_mean": harmonic,
+    }
+
+
+def timeline_segments(
+    indices: np.ndarray, fps: float, duration: float | None, per_slice: np.ndarray, calibrate
+) -> list[Segment]:
+    """The :class:`Segment` of each output slice: sampled frame ``indices`` ``(clips, T)``
+    at ``fps``, the slices' raw scores ``per_slice`` ``(T',)``, ``calibrate`` raw → score."""
+    per = indices.shape[1] // len(per_slice)  # sampled frames per output slice (2)
+    spans = [indices[:, i * per : (i + 1) * per] for i in range(len(per_slice))]
+    seen = [(float(span.min() / fps), float((span.max() + 1) / fps)) for span in spans]
+    end = max(duration or 0.0, seen[-1][1])
+    centres = [(a + b) / 2 for a, b in seen]
+    bounds = [0.0] + [(x + y) / 2 for x, y in itertools.pairwise(centres)] + [end]
+    return [
+        Segment(bounds[i], bounds[i + 1], *seen[i], float(calibrate(raw)), float(raw))
+        for i, raw in enumerate(per_slice)
+    ]
 
 
 def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, np.ndarray | None]:
@@ -136,6 +190,7 @@ class Predictor:
         device: str | torch.device = "auto",
         name: str = "",
         weights_id: str = "",
+        status: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -145,6 +200,11 @@ class Predictor:
         self.calibration = calibration or Calibration()
         self.name = name
         self.weights_id = weights_id  # file name + content hash: which weights gave a score
+        # Why these weights are not a quality model (their header says so, or their calibration
+        # runs opposite to the model's output); None for a quality model.
+        self.status = status
+        if status is not None:
+            log.warning("%s: not a quality model: %s", name or "weights", status)
 
     @property
     def higher_is_better(self) -> bool:
@@ -181,37 +241,49 @@ class Predictor:
         """Assemble a :class:`ScoreResult` from one clip's model outputs; outputs that are not
         finite (NaN weights) give an error result, never a score."""
         if not all(np.isfinite(x).all() for x in (raw, quality, saliency)):
-            return ScoreResult(
-                path=path,
-                error=f"{path}: the model's output is not finite (NaN or infinity); are the "
-                "weights broken?",
-                info=info,
-                timings=timings,
-                weights=self.weights_id or None,
+            return self.failed(
+                path,
+                f"{path}: the model's output is not finite (NaN or infinity); are the weights "
+                "broken?",
+                info,
+                timings,
             )
         per_slice = (quality * saliency).mean(axis=(1, 2))
         segments = []
         if indices is not None and info.get("fps"):
             indices = indices.reshape(-1, indices.shape[-1])  # (clips, T)
-            per = indices.shape[1] // len(per_slice)  # sampled frames per output slice (2)
-            fps = info["fps"]
-            for i, value in enumerate(per_slice):
-                span = indices[:, i * per : (i + 1) * per]
-                segments.append(
-                    Segment(float(span.min() / fps), float((span.max() + 1) / fps), float(value))
-                )
+            segments = timeline_segments(
+                indices, info["fps"], info.get("duration"), per_slice, self.calibration
+            )
         return ScoreResult(
             path=path,
             score=float(self.calibration(raw)),
             raw_score=float(raw),
             segments=segments,
+            pooled=pool_segments([s.score for s in segments]),
             info=info,
             timings=timings,
             local_quality=quality,
             saliency=saliency,
             frames=(frames[0] if frames.ndim == 5 else frames).numpy(),
-            weights=self.weights_id or None,
+            **self._provenance(),
         )
+
+    def failed(
+        self, path: str, error: str, info: dict | None = None, timings: dict | None = None
+    ) -> ScoreResult:
+        """The result of an input this predictor could not score: ``error`` and no score."""
+        return ScoreResult(
+            path=path, error=error, info=info or {}, timings=timings or {}, **self._provenance()
+        )
+
+    def _provenance(self) -> dict:
+        """What every result of this predictor carries: weights, scale, direction."""
+        return {
+            "weights": self.weights_id or None,
+            "scale": self.scale,
+            "higher_is_better": self.higher_is_better,
+        }
 
     def score(self, source: str | Path | torch.Tensor) -> ScoreResult:
         """Score a file (video or image) or a uint8 clip tensor ``(T, H, W, 3)``.
@@ -226,7 +298,7 @@ class Predictor:
             try:
                 frames, info, indices = decode_input(source, self.spec)
             except VideoError as err:
-                return ScoreResult(path=path, error=str(err), weights=self.weights_id or None)
+                return self.failed(path, str(err))
             decode_s = time.perf_counter() - start
         start = time.perf_counter()
         raw, quality, saliency = self.forward(frames[None])
@@ -249,20 +321,24 @@ def load(
     anything is scored.
     """
     name = str(name_or_path)
-    path = WEIGHTS_DIR / PRETRAINED[name] if name in PRETRAINED else Path(name_or_path)
+    path = PRETRAINED[name] if name in PRETRAINED else Path(name_or_path)
     if not path.exists():
         raise WeightsError(
             f"{name}: no such weights file, nor bundled weights ({', '.join(PRETRAINED)})"
         )
+    status = None
     if path.suffix == ".safetensors":
         model, header = load_model(path)
         spec = header_section(path, header, "input", ClipSpec)
         calibration = header_section(path, header, "calibration", Calibration)
+        status = weights_status(path, header)
     else:
         model = build_model(arch)
         load_pretrained(model, path)
         spec, calibration = ClipSpec(), Calibration()
-    return Predictor(model, spec, calibration, device, name=name, weights_id=weights_id(path))
+    return Predictor(
+        model, spec, calibration, device, name=name, weights_id=weights_id(path), status=status
+    )
 
 
 def weights_id(path: str | Path) -> str:
