@@ -177,3 +177,23 @@ def test_group_files_list_every_clip_of_a_split(corpus):
         labels = read_video_labels(corpus / "labels" / f"{split}.txt")
         assert sorted(groups) == sorted(lb.path for lb in labels)
         assert all(list(groups.values()).count(g) == CONFIG.ladder for g in groups.values())
+
+
+def test_every_evaluation_split_gets_enough_clips_for_its_metrics(sources, caplog):
+    from kvq.eval.metrics import MIN_SAMPLES
+    from kvq.synth.build import split_ladders
+
+    def clips(**overrides) -> dict[str, int]:
+        plans = plan_corpus(find_sources([sources]), SynthConfig.small(**overrides))
+        return {split: sum(p.split == split for p in plans) for split in ("train", "val", "test")}
+
+    assert clips() == {"train": 16, "val": 4, "test": 4}  # the --small preset
+    # 20 clips in pairs: a 15 % share is one pair, too few; train gives up the difference.
+    assert clips(num_videos=20, ladder=2) == {"train": 12, "val": 4, "test": 4}
+    assert clips(num_videos=12, ladder=1) == {"train": 6, "val": 3, "test": 3}
+    # The documented corpora keep their layout (docs/synth.md, scripts/build_default_weights.sh).
+    assert split_ladders(SynthConfig.default(num_videos=686)) == [120, 25, 25]
+    # Too few videos to give every split enough: the shares stand, with a warning.
+    with caplog.at_level("WARNING", logger="kvq.synth"):
+        assert clips(num_videos=4, ladder=1) == {"train": 2, "val": 1, "test": 1}
+    assert f"val, test get fewer than {MIN_SAMPLES} clips" in caplog.text

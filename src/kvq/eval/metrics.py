@@ -22,6 +22,8 @@ from scipy import optimize, stats
 
 Mapping = Literal["linear", "logistic"]
 MAPPINGS: tuple[str, ...] = ("linear", "logistic")
+# The fewest videos the metrics are computed on (a rank correlation of two is always ±1).
+MIN_SAMPLES = 3
 
 
 class MetricError(ValueError):
@@ -48,8 +50,8 @@ def _as_pair(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     mos = np.asarray(mos, dtype=np.float64).ravel()
     if pred.shape != mos.shape:
         raise MetricError(f"{pred.size} predictions for {mos.size} labels")
-    if pred.size < 3:
-        raise MetricError(f"need at least 3 samples, got {pred.size}")
+    if pred.size < MIN_SAMPLES:
+        raise MetricError(f"need at least {MIN_SAMPLES} samples, got {pred.size}")
     if not (np.isfinite(pred).all() and np.isfinite(mos).all()):
         raise MetricError("predictions and labels must be finite")
     return pred, mos

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from kvq.eval.metrics import MIN_SAMPLES
 from kvq.synth.config import SynthConfig
 from kvq.synth.distortions import Bokeh, encode_h264, make_distortion
 from kvq.synth.errors import SynthError
@@ -34,6 +36,8 @@ from kvq.synth.masks import MaskSpec
 from kvq.synth.measure import cell_ssim, grid_mean, ssim_map, ssim_to_vmaf_scale, to_mos, vmaf
 from kvq.synth.motion import CameraPath, Overlay
 from kvq.synth.sources import Source, View, find_sources, pristine_clip, source_length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,7 @@ def plan_corpus(sources: list[Source], config: SynthConfig) -> list[ItemPlan]:
     by_split = split_sources(sources, config, rng)
     lengths = {s.name: source_length(s) for s in sources if s.kind == "video"}
     plans = []
-    counts = [round(frac * config.num_videos) for _, frac in config.splits]
-    counts[0] = config.num_videos - sum(counts[1:])
-    groups = [count // config.ladder for count in counts]  # whole ladders per split
-    if min(groups) < 1:
-        raise SynthError(
-            f"{config.num_videos} videos in ladders of {config.ladder} leave a split of "
-            f"{config.splits} without a ladder: use more videos or a shorter ladder"
-        )
+    groups = split_ladders(config)
     for (split, _), count in zip(config.splits, groups, strict=True):
         group = by_split[split]
         for k in range(count):
@@ -95,6 +92,34 @@ def plan_corpus(sources: list[Source], config: SynthConfig) -> list[ItemPlan]:
             base = _plan_item(f"{len(plans):05d}", split, source, lengths, config, rng)
             plans.extend(_ladder(base, len(plans), config, rng))
     return plans
+
+
+def split_ladders(config: SynthConfig) -> list[int]:
+    """Whole ladders per split: each split's share of ``num_videos``, and every split after the
+    first (validation, test) at least :data:`MIN_SAMPLES` clips, which its metrics need: the
+    ladders its share lacks come from those the shares round away, then from the first
+    (training) split, as long as that keeps one; otherwise a warning names the small splits."""
+    counts = [round(frac * config.num_videos) for _, frac in config.splits]
+    counts[0] = config.num_videos - sum(counts[1:])
+    groups = [count // config.ladder for count in counts]
+    if min(groups) < 1:
+        raise SynthError(
+            f"{config.num_videos} videos in ladders of {config.ladder} leave a split of "
+            f"{config.splits} without a ladder: use more videos or a shorter ladder"
+        )
+    least = -(-MIN_SAMPLES // config.ladder)  # ladders that hold MIN_SAMPLES clips
+    raised = [groups[0], *(max(g, least) for g in groups[1:])]
+    spare = config.num_videos // config.ladder - sum(groups)  # ladders the shares round away
+    raised[0] -= max(0, sum(raised) - sum(groups) - spare)  # the rest from the training split
+    if raised[0] >= 1:
+        return raised
+    small = [name for (name, _), g in zip(config.splits[1:], groups[1:]) if g < least]
+    log.warning(
+        "split(s) %s get fewer than %d clips: too few for their metrics; use more videos",
+        ", ".join(small),
+        MIN_SAMPLES,
+    )
+    return groups
 
 
 def _ladder(
