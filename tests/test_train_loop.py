@@ -271,3 +271,49 @@ def test_cli_train_stops_and_reports(noise_corpus, tmp_path, capsys):
     path.write_text("optim: {lr: fast}\n")
     assert main(["train", str(path)]) == 2
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_a_too_small_validation_or_test_set_is_refused_before_training(
+    noise_corpus, tmp_path, capsys
+):
+    import yaml
+
+    write_video_labels(tmp_path / "two.txt", read_video_labels(noise_corpus / "test.txt")[:2])
+    for key, value in (
+        ("data.val", str(tmp_path / "two.txt")),
+        ("data.test", [str(tmp_path / "two.txt")]),
+    ):
+        out = tmp_path / key
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(_config(noise_corpus, out, **{key: value})))
+        assert main(["train", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "two has 2 video(s)" in err and "at least 3" in err, err
+        assert not out.exists()  # refused before any work
+
+
+def test_unreadable_validation_videos_skip_the_metric_with_a_warning(
+    noise_corpus, tmp_path, caplog
+):
+    labels = read_video_labels(noise_corpus / "train.txt")
+    write_video_labels(tmp_path / "train.txt", labels[2:14])
+    # Three labelled validation videos, one of them missing: two are too few for the metrics.
+    write_video_labels(tmp_path / "val.txt", [*labels[:2], VideoLabel("gone.mp4", 3.0)])
+    changes = {
+        "data.train": str(tmp_path / "train.txt"),
+        "data.val": str(tmp_path / "val.txt"),
+        "data.test": [str(noise_corpus / "test.txt"), str(tmp_path / "val.txt")],
+        "optim.batch_size": 4,
+        "optim.epochs": 1,
+    }
+    with caplog.at_level(logging.WARNING, logger="kvq"):
+        result = train(config_from_dict(_config(noise_corpus, tmp_path / "run", **changes)))
+    assert result.finished and result.best is None
+    assert "epoch 0: no validation metrics on val" in caplog.text
+    assert "1 of 3 videos unreadable" in caplog.text
+    assert "test set val: no metrics" in caplog.text
+    assert list(result.tests) == ["test"] and result.tests["test"]["n"] == 12
+    assert not (tmp_path / "run" / "val_log.csv").exists()
+    # With no epoch validated the final EMA weights are left as best.safetensors.
+    predictor = kvq.load(tmp_path / "run" / "best.safetensors", device="cpu")
+    assert np.isfinite(predictor.score(noise_corpus / labels[0].path).score)

@@ -8,6 +8,7 @@ from pathlib import Path
 from kvq.data.datasets import split_indices
 from kvq.data.labels import VideoLabel, read_video_labels
 from kvq.data.registry import DatasetError, resolve_dataset
+from kvq.eval.metrics import MIN_SAMPLES
 from kvq.train.config import DataSection
 
 
@@ -76,3 +77,14 @@ def build_run_data(data: DataSection) -> RunData:
         val = _subset(train, held, "[val]")
         train = _subset(train, rest, "")
     return RunData(train, val, tuple(tests))
+
+
+def check_metric_sizes(run: RunData) -> None:
+    """Refuse validation and test parts too small for the metrics (:data:`MIN_SAMPLES`
+    videos), before any training time is spent: model selection needs validation metrics."""
+    for what, part in (("validation", run.val), *(("test", t) for t in run.tests)):
+        if len(part.labels) < MIN_SAMPLES:
+            raise DatasetError(
+                f"{what} set {part.name} has {len(part.labels)} video(s); its metrics need at "
+                f"least {MIN_SAMPLES}: give it more videos (kvq synth: more --num-videos)"
+            )

@@ -30,11 +30,12 @@ from torch import Tensor, nn
 
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
 from kvq.data.labels import read_groups
+from kvq.eval.metrics import MetricError
 from kvq.models import build_model, load_pretrained, save_pretrained
 from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
-from kvq.train.data import LabelledSet, build_run_data
+from kvq.train.data import LabelledSet, build_run_data, check_metric_sizes
 from kvq.train.distributed import init_from_env, is_distributed, leave_process_group
 from kvq.train.ema import ModelEMA
 from kvq.train.evaluate import Predictions, predict
@@ -347,10 +348,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = True) -> TrainResult:
         """Train (continuing from ``last.pt`` when ``resume`` and it exists), then test."""
-        self.out.mkdir(parents=True, exist_ok=True)
         if resume and (self.out / "last.pt").exists():
             self.restore(self.out / "last.pt")
             self._truncate_logs()
+        check_metric_sizes(self.data)  # a too small split is refused before any work
+        self.out.mkdir(parents=True, exist_ok=True)
         if self.env.is_main:
             text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
             (self.out / "config.yaml").write_text(text)
@@ -374,6 +376,10 @@ class Trainer:
             if self._tb is not None:
                 self._tb.close()
         finished = self.step >= self.total_steps
+        if finished and self.best is None and self.env.is_main:
+            # No epoch could be validated (too many unreadable videos): still leave weights.
+            log.warning("no validation metrics: best.safetensors holds the final EMA weights")
+            save_pretrained(self.ema.module, self.out / "best.safetensors", self._metadata())
         tests = self.test() if finished else {}
         return TrainResult(self.out, self.step, finished, self.best, tests)
 
@@ -469,7 +475,19 @@ class Trainer:
     def validate(self, epoch: int) -> dict:
         """Score the validation set with the EMA weights; keep them if they are the best."""
         preds = self._predict(self.ema.module, self.data.val)
-        metrics = preds.metrics("linear").as_dict()
+        try:
+            metrics = preds.metrics("linear").as_dict()
+        except MetricError as err:  # e.g. unreadable videos left too few: skip, keep training
+            if self.env.is_main:
+                log.warning(
+                    "epoch %d: no validation metrics on %s (%s; %d of %d videos unreadable)",
+                    epoch,
+                    self.data.val.name,
+                    err,
+                    len(preds.skipped),
+                    preds.num_labels,
+                )
+            return {}
         selection = (metrics["srcc"] + metrics["plcc"]) / 2
         self._append_csv("val_log.csv", {"step": self.step, "epoch": epoch, **metrics})
         self._log(f"epoch {epoch}: val SRCC {metrics['srcc']:.4f} PLCC {metrics['plcc']:.4f}")
@@ -518,7 +536,12 @@ class Trainer:
         results = {}
         for part in self.data.tests:
             preds = self._predict(model, part)
-            results[part.name] = preds.metrics("linear").as_dict()
+            try:
+                results[part.name] = preds.metrics("linear").as_dict()
+            except MetricError as err:
+                if self.env.is_main:
+                    log.warning("test set %s: no metrics (%s)", part.name, err)
+                continue
             if self.env.is_main:
                 preds.to_csv(self.out / f"test_{_slug(part.name)}.csv")
         if self.env.is_main and results:
