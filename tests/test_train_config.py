@@ -82,3 +82,33 @@ def test_dotted_overrides_reach_any_field(tmp_path):
             parse_override(bad)
     with pytest.raises(ConfigError, match="lr"):
         load_config(path, parse_override("optim.lr=fast"))
+
+
+def test_a_new_data_root_moves_the_label_paths_below_the_old_one(tmp_path):
+    shipped = Path(__file__).parents[1] / "configs" / "default_weights.yaml"
+    data = load_config(shipped, {"data": {"data_root": "syn"}}).data
+    assert (data.data_root, data.train, data.val) == (
+        "syn",
+        "syn/labels/train.txt",
+        "syn/labels/val.txt",
+    )
+    assert (data.test, data.train_groups) == (
+        ("syn/labels/test.txt",),
+        "syn/labels/train_groups.csv",
+    )
+    # The folder of registered sets' label files moves too; set names are not paths.
+    lsvq = load_config(shipped.with_name("kvq_t_lsvq.yaml"), {"data": {"data_root": "/d/vqa"}})
+    assert lsvq.data.labels_root == "/d/vqa/labels" and lsvq.data.train == "lsvq_train"
+    # Paths elsewhere, paths given with the override and a data_root of "." stay.
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "data:\n  data_root: ./corpus\n  train: corpus/a.txt\n  val: other/v.txt\n"
+        "  test: [corpus/t.txt, corpora/t.txt]\n"
+    )
+    data = load_config(config, {"data": {"data_root": "/new", "train": "corpus/mine.txt"}}).data
+    assert (data.train, data.val) == ("corpus/mine.txt", "other/v.txt")
+    assert data.test == ("/new/t.txt", "corpora/t.txt")
+    config.write_text("data:\n  data_root: .\n  train: corpus/a.txt\n")
+    assert load_config(config, {"data": {"data_root": "/new"}}).data.train == "corpus/a.txt"
+    # Without a new data_root nothing moves.
+    assert load_config(shipped).data.val == "data/synth/labels/val.txt"

@@ -8,10 +8,11 @@ Every section is a dataclass whose defaults are the paper's recipe (docs/design.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -55,6 +56,10 @@ class DataSection:
     ``loss.group_rank_weight``. ``stem_cache_views`` > 0 (with ``model.freeze_stem``): compute
     the frozen stem's output for that many random views of every training video once, and
     train on them (:mod:`kvq.train.stem_cache`).
+
+    Label-file paths (and ``labels_root``, ``train_groups``) are relative to the current
+    folder; a ``data_root`` override (``kvq train --data-root``) moves those below the file's
+    ``data_root`` with it (:func:`move_data_paths`).
     """
 
     data_root: str = "."
@@ -217,13 +222,56 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a YAML config; ``overrides`` (nested dict) are merged on top of the file."""
+    """Read a YAML config; ``overrides`` (nested dict) are merged on top of the file.
+
+    An override of ``data.data_root`` moves the file's data paths that lie under its own
+    ``data_root`` along (:func:`move_data_paths`), unless they are overridden too."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: {err}") from None
-    return config_from_dict(merge_dicts(values, overrides or {}))
+    overrides = overrides or {}
+    new_root = (overrides.get("data") or {}).get("data_root")
+    if new_root is not None and isinstance(values, dict) and isinstance(values.get("data"), dict):
+        values = {**values, "data": move_data_paths(values["data"], str(new_root))}
+    return config_from_dict(merge_dicts(values, overrides))
+
+
+# Data paths that move with data_root: label files (registered set names are left alone),
+# the folder of registered sets' label files, and the group file.
+_MOVING_PATHS = ("labels_root", "train", "val", "test", "train_groups")
+
+
+def move_data_paths(data: dict, new_root: str) -> dict:
+    """``data`` (a config's data section) with ``data_root`` set to ``new_root`` and every
+    data path that starts with the old ``data_root`` moved below ``new_root``:
+    ``data/synth/labels/val.txt`` → ``NEW/labels/val.txt`` when ``data_root`` was
+    ``data/synth``. Paths elsewhere stay; an old ``data_root`` of ``.`` (or none) moves
+    nothing, since every relative path would lie under it."""
+    old_root = data.get("data_root")
+    moved = {**data, "data_root": new_root}
+    if not isinstance(old_root, str) or os.path.normpath(old_root) == ".":
+        return moved
+    old = PurePath(os.path.normpath(old_root))
+
+    def move(value: Any, key: str) -> Any:
+        if not isinstance(value, str):
+            return value
+        if key in ("train", "val", "test") and not value.endswith((".txt", ".csv")):
+            return value  # a registered set name, not a path
+        inner = PurePath(os.path.normpath(value))
+        if inner.parts[: len(old.parts)] != old.parts:
+            return value
+        return str(PurePath(new_root, *inner.parts[len(old.parts) :]))
+
+    for key in _MOVING_PATHS:
+        value = data.get(key)
+        if isinstance(value, list | tuple):
+            moved[key] = [move(v, key) for v in value]
+        elif value is not None:
+            moved[key] = move(value, key)
+    return moved
 
 
 def parse_override(text: str) -> dict:
