@@ -35,3 +35,49 @@ def test_train_rejects_a_malformed_override_before_training(tmp_path, capsys):
     assert main(["train", str(config), "--set", "optim.warmup=2"]) == 2
     assert "warmup" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_list_needs_no_weights_or_sets(capsys):
+    assert main(["eval", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "konvid_1k" in out and "KoNViD/labels.txt" in out and "lsvq_train" in out
+    assert main(["eval"]) == 2  # without --list, weights and --sets are still required
+    assert "--sets" in capsys.readouterr().err
+
+
+def test_eval_creates_no_output_when_no_set_can_be_scored(tmp_path, capsys):
+    weights = kvq.models.save_pretrained(
+        kvq.build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1)),
+        tmp_path / "tiny.safetensors",
+        {"input": {"size": [64, 64], "num_segments": 2}},
+    )
+    (tmp_path / "gone.txt").write_text("gone.mp4, 1, 8, 3.0\n")  # its video is missing
+    out = tmp_path / "results"
+
+    def run(*sets: str) -> int:
+        paths = [str(tmp_path / name) for name in sets]
+        argv = ["eval", str(weights), "--sets", *paths, "--data-root", str(tmp_path)]
+        return main([*argv, "--output", str(out), "--num-workers", "0", "--device", "cpu"])
+
+    # A missing label file, a set whose videos are all unreadable, and both.
+    for sets in (["none.txt"], ["gone.txt"], ["none.txt", "gone.txt"]):
+        assert run(*sets) == 1
+        assert not out.exists(), sets
+        assert "nothing written" in capsys.readouterr().err
+    out.write_text("a file\n")  # an --output that is a file is refused before any work
+    assert run("gone.txt") == 2
+    assert "--output" in capsys.readouterr().err and out.read_text() == "a file\n"
+
+
+def test_version_and_help_import_neither_torch_nor_the_video_stack():
+    code = (
+        "import sys, contextlib, io\n"
+        "from kvq.cli.main import main\n"
+        "for argv in (['--version'], ['--help'], ['score', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(sorted(m for m in ('torch', 'av', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

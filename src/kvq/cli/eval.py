@@ -2,27 +2,32 @@
 
 Per set: SRCC, PLCC, KRCC, RMSE (PLCC/RMSE after the named mapping), a per-video predictions
 CSV and a scatter PNG; all metrics in one JSON. ``--splits N`` adds the small-set protocol:
-mean and std over the test parts of N seeded random 80/20 splits.
+mean and std over the test parts of N seeded random 80/20 splits. ``--list`` prints the
+registered sets. The output folder is created only once a set has been scored, so a run in
+which no set could be scored leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from kvq.cli.common import CLIError, checked_device
+from kvq.cli.common import CLIError, check_writable_folder, checked_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate weights on labelled sets (SRCC/PLCC/KRCC/RMSE, CSV, JSON, PNG)"
     )
-    p.add_argument("weights", help="KVQ safetensors (or the authors' checkpoint with --arch)")
+    # weights and --sets are checked in run(), so that --list works without them.
+    p.add_argument(
+        "weights", nargs="?", help="KVQ safetensors (or the authors' checkpoint with --arch)"
+    )
     p.add_argument(
         "--sets",
         nargs="+",
-        required=True,
-        help="registered names (kvq eval --list) or label files (.txt/.csv)",
+        help="registered names (kvq eval --list) or label files (.txt/.csv); required",
     )
+    p.add_argument("--list", action="store_true", help="print the registered sets and exit")
     p.add_argument("--data-root", default=".", help="folder holding the sets' videos")
     p.add_argument("--labels-root", help="folder of the label files (default: --data-root)")
     p.add_argument("--video-root", help="videos of label-file sets (default: --data-root)")
@@ -35,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", type=int, default=0, help="also report N random-split means")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--output", default="kvq_eval", help="folder for CSV, JSON and PNG files")
+    p.add_argument(
+        "--output",
+        default="kvq_eval",
+        help="folder for CSV, JSON and PNG files (created once a set has been scored)",
+    )
     p.add_argument("--arch", default="kvq-t", help="architecture for weights without a config")
     p.add_argument("--size", type=int, help="square input size (default: the weights' own)")
     p.add_argument("--view", help="spatial view (resize, center_crop, fragments, …)")
@@ -59,14 +68,19 @@ def run(args: argparse.Namespace) -> int:
     from kvq.train.data import load_labelled
     from kvq.train.evaluate import predict
 
+    if args.list:
+        print_registered_sets()
+        return 0
+    if args.weights is None or not args.sets:
+        raise CLIError("WEIGHTS and --sets are required (or --list; see kvq eval --help)")
     device = checked_device(args.device)  # before the weights are loaded
+    check_writable_folder(args.output, "--output")  # creates nothing
     try:
         model, spec = load_for_eval(args)
     except (WeightsError, ValueError) as err:
         raise CLIError(err) from None
     model.to(device)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     results = {"weights": str(args.weights), "mapping": args.mapping, "sets": {}}
     print(f"{'set':<24}{'n':>7}{'SRCC':>9}{'PLCC':>9}{'KRCC':>9}{'RMSE':>10}")
     status = 0
@@ -83,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 amp_dtype("auto", device),
                 progress=True,
             )
+            for path, reason in preds.skipped:  # before the metrics: they may fail for these
+                print(f"skipped {path}: {reason}", file=sys.stderr)
             metrics = preds.metrics(args.mapping)
             splits = args.splits and preds.split_metrics(
                 args.splits, args.test_fraction, args.split_seed, args.mapping
@@ -91,12 +107,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"kvq eval: {name}: {err}", file=sys.stderr)
             status = 1
             continue
-        for path, reason in preds.skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
         entry = {**metrics.as_dict(), "skipped": [p for p, _ in preds.skipped]}
         if splits:
             entry["random_splits"] = splits
         results["sets"][part.name] = entry
+        out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no folder
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in part.name)
         preds.to_csv(out / f"{stem}_predictions.csv")
         fitted = map_predictions(preds.scores, preds.mos, args.mapping)
@@ -112,9 +127,26 @@ def run(args: argparse.Namespace) -> int:
                 f"  {args.splits} splits: SRCC {mean['srcc']:.4f}±{std['srcc']:.4f} "
                 f"PLCC {mean['plcc']:.4f}±{std['plcc']:.4f}"
             )
+    if not results["sets"]:
+        print(f"kvq eval: no set could be scored; nothing written to {out}", file=sys.stderr)
+        return status
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     print(f"PLCC/RMSE after {args.mapping} mapping; files in {out}")
     return status
+
+
+def print_registered_sets() -> None:
+    """``kvq eval --list``: every registered set, with its paths under a data root."""
+    from kvq.data.registry import get_dataset_spec, list_datasets
+
+    print(f"{'set':<14}{'labels (under --labels-root)':<30}{'videos':<12}{'MOS':<10}about")
+    for name in list_datasets():
+        spec = get_dataset_spec(name)
+        low, high = spec.mos_range
+        print(
+            f"{spec.name:<14}{spec.label_file:<30}{spec.video_dir + '/':<12}"
+            f"{f'{low:g}-{high:g}':<10}{spec.description}"
+        )
 
 
 def load_for_eval(args: argparse.Namespace):
