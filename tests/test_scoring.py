@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -380,3 +381,67 @@ def test_kvq_models_lists_architectures_and_bundled_weights(capsys):
         assert name in out
     assert f"{kvq.scoring.DEFAULT_WEIGHTS}  (default): kvq-lite" in out
     assert "synth_test_srcc" in out and "model card:" in out
+
+
+def test_folders_take_media_by_their_bytes_and_audio_gets_an_error_row(weights, media, tmp_path):
+    import av
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    shutil.copy(media / "a.mp4", folder / "3f9a0c")  # an upload under a hashed name
+    (folder / "README").write_text("not media\n")
+    (folder / "notes.txt").write_text("not media either\n")
+    with av.open(str(folder / "voice.m4a"), "w", format="mp4") as container:  # audio only
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.int16), format="s16", layout="mono"
+        )
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# uploads of the day\n{folder / '3f9a0c'}\n  # {media / 'c.png'}\n")
+    assert expand_inputs([f"@{listed}"]) == [str(folder / "3f9a0c")]  # comments skipped
+    inputs = expand_inputs([str(folder)])
+    assert inputs == [str(folder / "3f9a0c"), str(folder / "voice.m4a")]
+    rows = run_scoring(kvq.load(weights, device="cpu"), inputs, tmp_path / "r.jsonl")
+    assert rows[0]["error"] is None and rows[0]["score"] is not None
+    assert rows[1]["score"] is None and "no video stream" in rows[1]["error"]
+
+
+def test_rows_print_as_they_are_scored_above_a_progress_bar(
+    weights, media, tmp_path, capsys, monkeypatch
+):
+    seen = []  # what stdout held when each row was written
+    append = ResultsFile.append
+
+    def append_and_look(self, row):
+        seen.append(capsys.readouterr().out)
+        append(self, row)
+
+    monkeypatch.setattr(ResultsFile, "append", append_and_look)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    out = tmp_path / "r.jsonl"
+    assert kvq_main(["score", str(media), "--weights", str(weights), "--out", str(out)]) == 0
+    assert seen[0] == "" and "a.mp4" in seen[1] and "c.png" in seen[2]  # one row at a time
+    assert "scoring" in capsys.readouterr().err  # the bar, on stderr
+    monkeypatch.setattr(ResultsFile, "append", append)
+    assert kvq_main(["score", str(media), "--weights", str(weights), "--out", str(out)]) == 0
+    table = capsys.readouterr().out  # a finished run: every row, from the file
+    assert all(name in table for name in ("a.mp4", "c.png", "b.mkv", "(score scale: MOS 1-5)"))
+
+
+def test_silent_no_ops_warn_and_bad_flags_show_the_subcommand(weights, media, capsys):
+    args = ["score", str(media / "c.png"), "--weights", str(weights)]
+    assert kvq_main([*args, "--maps-video", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "kvq score: warning: --maps-video does nothing without --maps" in err
+    assert "kvq score: warning: --quiet without --out" in err
+    with pytest.raises(SystemExit) as exited:
+        kvq_main([*args, "--bogus"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "kvq score: error: unrecognized arguments: --bogus (see kvq score --help)\n"
+    with pytest.raises(SystemExit):
+        kvq_main(["score", "--help"])
+    assert "inputs per model batch (default: 1)" in " ".join(capsys.readouterr().out.split())

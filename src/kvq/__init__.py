@@ -16,15 +16,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from kvq.models import KVQConfig, KVQOutput, build_model, list_models, load_pretrained
+import importlib
+
+# The public names, imported on first use (PEP 562): ``import kvq`` — and so ``kvq --version``
+# and ``kvq --help`` — then needs no torch and no video stack.
+_PUBLIC = {
+    "KVQConfig": "kvq.models",
+    "KVQOutput": "kvq.models",
+    "build_model": "kvq.models",
+    "list_models": "kvq.models",
+    "load_pretrained": "kvq.models",
+    "load": "kvq.scoring",
+}
+_SUBPACKAGES = frozenset(
+    "annotate cli data eval fileio lpvq models runtime scoring synth train video".split()
+)
 
 
 def __getattr__(name: str):
-    # ``kvq.load`` pulls in the video stack (PyAV); import it only when it is used.
-    if name == "load":
-        from kvq.scoring import load
-
-        return load
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"kvq.{name}")
     raise AttributeError(f"module 'kvq' has no attribute {name!r}")
 
 

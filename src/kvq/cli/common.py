@@ -61,8 +61,28 @@ def describe(err: BaseException) -> str:
     return str(err)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (examples keep their lines); an option's help ends with its
+    default where it has one that its help does not already give."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with its errors on one line (``kvq score: error: ...``), exit status 2."""
+    """argparse with its errors on one line (``kvq score: error: ...``), exit status 2, and
+    every option's default in its help (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_REFUSED, error_line(self.prog, f"{message} (see {self.prog} --help)") + "\n")

@@ -57,10 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     if not hasattr(args, "func"):
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         parser.print_help()
         return EXIT_REFUSED
+    if unknown:  # refused by the sub-command's parser: its usage, not the top-level one
+        _subcommand_parser(parser, args.command).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     prog = f"{parser.prog} {args.command}"
     try:
         with interruptible(), messages_on_stderr(prog):
@@ -70,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C: one line; a sub-command may say what is kept
         print(f"{prog}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions:  # the one sub-parsers action
+        return action.choices[name]
+    return parser
 
 
 if __name__ == "__main__":

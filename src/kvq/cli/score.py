@@ -13,6 +13,7 @@ command again to go on).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -29,16 +30,19 @@ from kvq.cli.common import (
     printable,
 )
 
+log = logging.getLogger("kvq.cli.score")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "score",
         help="score videos/images (files, folders, globs, @list files)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", help="files, folders (recursive), globs or @list.txt")
-    p.add_argument("--weights", default=None, help="weights name or file (default: bundled)")
+    p.add_argument(
+        "--weights", default=None, help="weights name or file (default: kvq-lite-synth, bundled)"
+    )
     p.add_argument("--arch", default="kvq-t", help="architecture for foreign .pth checkpoints")
     p.add_argument("--out", default=None, help="results file: .jsonl, .csv or .json (resumable)")
     p.add_argument(
@@ -49,11 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--maps-video", action="store_true", help="with --maps: also an overlay MP4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=1, help="inputs per model batch")
     p.add_argument(
-        "--workers", type=non_negative_int, default=None, help="decoding processes (default: auto)"
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        help="decoding processes (default: auto, up to 4: the cores but one)",
     )
-    p.add_argument("--quiet", action="store_true", help="no table on stdout")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress bar")
     p.set_defaults(func=run)
 
 
@@ -79,15 +86,23 @@ def run(args: argparse.Namespace) -> int:
         scratch = tempfile.TemporaryDirectory()
         out = Path(scratch.name) / "results.jsonl"
 
+    # One process prints each row as it is scored; under torchrun rank 0 prints all at the end.
+    table = _Table(inputs, predictor.scale) if not args.quiet else None
+
     def on_result(result) -> None:
         check_interrupt()  # the row of this result is written: a stop loses nothing
         if maps and result.error is None:  # the sheet, then with --maps-video the MP4
             for write, target in zip((render_sheet, write_overlay_video), maps[result.path]):
                 write(result, target)
+        if table is not None and not distributed:
+            table.print_row(result.to_row())
 
+    progress = not args.quiet and rank == 0 and sys.stderr.isatty()
     rows, refusal = None, None
     try:
-        rows = run_scoring(predictor, inputs, out, args.batch_size, workers, on_result)
+        rows = run_scoring(
+            predictor, inputs, out, args.batch_size, workers, on_result, progress=progress
+        )
     except ResultsFileError as err:  # every rank raises it alike, before scoring anything
         refusal = err
     except KeyboardInterrupt:
@@ -99,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(refusal) from None
     if rank != 0:
         return EXIT_OK
-    if not args.quiet:
-        _print_table(rows, predictor.scale)
+    if table is not None:
+        table.finish(rows, args.out)
     if scratch is not None:
         scratch.cleanup()
     failed = sum(1 for r in rows if r.get("error"))
@@ -126,6 +141,10 @@ def _check_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
         raise CLIError(err) from None
     if not found:
         raise CLIError("no inputs found")
+    if args.maps_video and not args.maps:
+        log.warning("--maps-video does nothing without --maps DIR: no overlay video is written")
+    if args.quiet and args.out is None:
+        log.warning("--quiet without --out: the scores are neither shown nor kept")
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CLIError("--out is required under torchrun")
     if args.out is not None:
@@ -150,13 +169,33 @@ def _load_predictor(args: argparse.Namespace):
         raise CLIError(err) from None
 
 
-def _print_table(rows: list[dict], scale: str) -> None:
-    paths = [printable(r["path"]) for r in rows]
-    width = max([len(p) for p in paths] + [4])
-    print(f"{'path':<{width}}  {'score':>8}  {'raw':>8}  note")
-    for path, r in zip(paths, rows):
-        if r.get("error"):
-            print(f"{path:<{width}}  {'-':>8}  {'-':>8}  error: {printable(r['error'])}")
+class _Table:
+    """The results table on stdout: a row per input as it is scored (above the progress bar),
+    then the rows of an earlier run of the same --out that were not printed, and the scale."""
+
+    def __init__(self, inputs: list[str], scale: str) -> None:
+        self.width = max([len(printable(p)) for p in inputs] + [4])
+        self.scale = scale
+        self.printed: set[str] = set()
+
+    def print_row(self, row: dict) -> None:
+        from tqdm import tqdm
+
+        if not self.printed:
+            tqdm.write(f"{'path':<{self.width}}  {'score':>8}  {'raw':>8}  note", file=sys.stdout)
+        path = printable(row["path"])
+        if row.get("error"):
+            line = f"{path:<{self.width}}  {'-':>8}  {'-':>8}  error: {printable(row['error'])}"
         else:
-            print(f"{path:<{width}}  {float(r['score']):>8.4f}  {float(r['raw_score']):>8.4f}")
-    print(f"(score scale: {scale})")
+            score, raw = float(row["score"]), float(row["raw_score"])
+            line = f"{path:<{self.width}}  {score:>8.4f}  {raw:>8.4f}"
+        tqdm.write(line, file=sys.stdout)  # above a progress bar, if there is one
+        self.printed.add(row["path"])
+
+    def finish(self, rows: list[dict], out: str | None) -> None:
+        earlier = [r for r in rows if r["path"] not in self.printed]
+        if earlier and self.printed:
+            print(f"(scored by an earlier run into {out}:)")
+        for row in earlier:
+            self.print_row(row)
+        print(f"(score scale: {self.scale})")

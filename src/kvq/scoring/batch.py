@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,33 @@ VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .asf .mpg .mpeg .m2v .ts .m2ts .mts .3gp .3g2 "
     ".ogv .ogg .mxf .vob .y4m .nut .dv .gif .hevc .h264 .264 .ivf".split()
 )
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+# Audio files are media too: in a folder they are inputs, which get an error row ("no video
+# stream") rather than being passed over in silence.
+AUDIO_EXTENSIONS = frozenset(
+    ".mp3 .wav .flac .aac .m4a .opus .oga .wma .aif .aiff .ac3 .amr .caf".split()
+)
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+# How media files begin (offset, bytes): a file in a folder without a media extension (an
+# upload stored under a hashed name) is an input when it begins like one of these.
+MEDIA_SIGNATURES = (
+    (4, b"ftyp"),  # MP4, MOV, 3GP, M4A, HEIF/AVIF
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
+    (0, b"RIFF"),  # AVI, WAV, WebP
+    (0, b"OggS"),
+    (0, b"FLV\x01"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),  # ASF, WMV
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"\x00\x00\x01\xb3"),  # MPEG-1/2 video
+    (0, b"YUV4MPEG2"),
+    (0, b"DKIF"),  # IVF (VP8/VP9/AV1)
+    (0, b"\x89PNG\r\n\x1a\n"),
+    (0, b"\xff\xd8\xff"),  # JPEG
+    (0, b"GIF8"),
+    (0, b"II*\x00"),  # TIFF
+    (0, b"MM\x00*"),
+    (0, b"ID3"),  # MP3
+    (0, b"fLaC"),
+)
 CSV_FIELDS = (
     "path", "score", "raw_score", "error", "duration", "fps", "num_frames", "width", "height",
     "codec", "decode_s", "model_s", "segments", "weights", "scale", "higher_is_better",
@@ -50,9 +77,11 @@ CSV_FIELDS = (
 
 
 def expand_inputs(items: Iterable[str]) -> list[str]:
-    """Files, folders (recursively, media files only), globs and ``@list.txt`` files (one path
-    per line) → paths in a stable order, without duplicates. A name that matches nothing is
-    kept, so that it is reported as a failed input rather than silently dropped."""
+    """Files, folders (recursively, media files only: by extension, or by their first bytes
+    where the name has none of :data:`MEDIA_EXTENSIONS`), globs and ``@list.txt`` files (one
+    path per line; blank lines and lines starting with ``#`` are skipped) → paths in a stable
+    order, without duplicates. A name that matches nothing is kept, so that it is reported as
+    a failed input rather than silently dropped."""
     return list(find_inputs(items))
 
 
@@ -64,15 +93,17 @@ def find_inputs(items: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         if item.startswith("@"):
-            lines = _read_input_list(item[1:])
-            for line, root in find_inputs(ln.strip() for ln in lines if ln.strip()).items():
+            lines = [ln.strip() for ln in _read_input_list(item[1:])]
+            listed = (ln for ln in lines if ln and not ln.startswith("#"))
+            for line, root in find_inputs(listed).items():
                 out.setdefault(line, root)
         elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
-                        out.setdefault(os.path.join(root, name), item)
+                    path = os.path.join(root, name)
+                    if Path(name).suffix.lower() in MEDIA_EXTENSIONS or looks_like_media(path):
+                        out.setdefault(path, item)
         elif glob.has_magic(item):
             for match in sorted(glob.glob(item, recursive=True)):
                 if os.path.isfile(match):
@@ -80,6 +111,25 @@ def find_inputs(items: Iterable[str]) -> dict[str, str]:
         else:
             out.setdefault(item, os.path.dirname(item) or ".")
     return out
+
+
+def looks_like_media(path: str) -> bool:
+    """Whether the file at ``path`` begins like a media file (:data:`MEDIA_SIGNATURES`)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    if len(head) > 0 and head[0] == 0x47 and _is_transport_stream(path):
+        return True
+    return any(head[at : at + len(magic)] == magic for at, magic in MEDIA_SIGNATURES)
+
+
+def _is_transport_stream(path: str) -> bool:
+    """MPEG-TS: a sync byte 0x47 at the start of each of the first 188-byte packets."""
+    with open(path, "rb") as f:
+        head = f.read(188 * 3)
+    return len(head) == 188 * 3 and all(head[i] == 0x47 for i in range(0, len(head), 188))
 
 
 class InputsError(ValueError):
@@ -329,8 +379,10 @@ def run_scoring(
     batch_size: int = 1,
     workers: int = 0,
     on_result: Callable[[ScoreResult], None] | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Score every input not yet in ``out``; returns all rows of ``out`` in input order.
+    ``progress``: a progress bar of this process's inputs on stderr.
 
     The run holds the lock of ``out`` throughout; a file that another run holds, or that holds
     rows of other weights than the predictor's ``weights_id``, is refused
@@ -366,9 +418,9 @@ def run_scoring(
         if world == 1:
             _adopt_rank_files(results, inputs, predictor.weights_id)  # of a killed sharded run
             pending = [p for p in inputs if not results.done(p)]
-            _score_into(results, predictor, pending, batch_size, workers, on_result)
+            _score_into(results, predictor, pending, batch_size, workers, on_result, progress)
         else:
-            _score_sharded(results, predictor, inputs, batch_size, workers, on_result)
+            _score_sharded(results, predictor, inputs, batch_size, workers, on_result, progress)
             if rank != 0:
                 return []  # rank 0 holds the merged rows
         results.finalize(inputs)
@@ -384,11 +436,23 @@ def _score_into(
     batch_size: int,
     workers: int,
     on_result: Callable[[ScoreResult], None] | None,
+    progress: bool = False,
 ) -> None:
-    for result in score_paths(predictor, paths, batch_size, workers):
-        sink.append(result.to_row())
-        if on_result is not None:
-            on_result(result)
+    bar = None
+    if progress and paths:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="input", desc="scoring", file=sys.stderr)
+    try:
+        for result in score_paths(predictor, paths, batch_size, workers):
+            sink.append(result.to_row())
+            if bar is not None:
+                bar.update()
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _scratch_rows(out: Path, weights: str | None) -> dict[str, dict]:
@@ -419,6 +483,7 @@ def _score_sharded(
     batch_size: int,
     workers: int,
     on_result: Callable[[ScoreResult], None] | None,
+    progress: bool,
 ) -> None:
     """This rank's share of a ``torchrun`` run, then (rank 0) the merge into ``results``."""
     env = current_env()
@@ -430,7 +495,7 @@ def _score_sharded(
     if predictor.weights_id and sink.other_weights(predictor.weights_id):
         sink.clear()  # this rank's scratch rows of an interrupted run with other weights
     shard = pending[env.rank :: env.world_size]
-    _score_into(sink, predictor, shard, batch_size, workers, on_result)
+    _score_into(sink, predictor, shard, batch_size, workers, on_result, progress)
     torch.distributed.barrier()
     if env.rank == 0:
         _adopt_rank_files(results, inputs, predictor.weights_id)
