@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import sys
-from collections.abc import Iterator
 
 from kvq.cli.common import CLIError, check_writable_folder, checked_device
 
@@ -70,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
         checked_device(config.device)
         check_writable_folder(config.output_dir, "output_dir")
-        with _progress_on_stderr():
-            result = train(config, resume=not args.no_resume)
+        # kvq.cli.main sends the trainer's messages to stderr (messages_on_stderr).
+        result = train(config, resume=not args.no_resume)
     except CheckpointError as err:
         raise CLIError(f"{err}; start afresh with --no-resume") from None
     except (ConfigError, DatasetError, TrainError, WeightsError) as err:
@@ -91,20 +87,3 @@ def run(args: argparse.Namespace) -> int:
             f"RMSE {m['rmse']:.4f} (n={m['n']}, {m['mapping']} mapping)"
         )
     return 0
-
-
-@contextlib.contextmanager
-def _progress_on_stderr() -> Iterator[None]:
-    """While training runs, the messages of kvq's loggers (the trainer's, the stem cache's) go
-    to stderr, one plain line each."""
-    logger = logging.getLogger("kvq")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
