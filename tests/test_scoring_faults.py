@@ -251,3 +251,21 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
+    from kvq.fileio import atomic_write, slug
+
+    target = tmp_path / "deep" / "w.safetensors"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"old"))
+    assert target.read_bytes() == b"old" and oct(target.stat().st_mode & 0o777) != "0o600"
+
+    def torn(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, torn)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["w.safetensors"]  # no temporary left
+    assert slug("sets/KoNViD 1k: test") == "sets_KoNViD_1k_test" and slug("../") == "file"

@@ -1,4 +1,9 @@
-"""Files that several processes may touch at once: an exclusive lock on a file kvq writes.
+"""Writing files safely: whole or not at all (:func:`atomic_write`), one writer at a time
+(:class:`ExclusiveLock`), and file names made from free text (:func:`slug`).
+
+Every file kvq writes in one go (weights, checkpoints, caches, corpus records, result files)
+goes through :func:`atomic_write`: a crash mid-write leaves the previous file (or none), never
+a torn one.
 
 A long job that appends to a file (a result file of ``kvq score``) holds a lock on a sidecar
 ``NAME.lock`` for as long as it writes; a second job on the same file is refused at once
@@ -11,14 +16,48 @@ next run takes over.
 from __future__ import annotations
 
 import os
+import re
 import socket
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; a second run there is not detected
     fcntl = None
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's umask, for the files atomic_write makes
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` writes a temporary file in the same
+    folder (it keeps ``path``'s suffix, for writers that look at it), which is flushed to disk
+    and renamed over ``path``; the folder is created. A failed write leaves no temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as an ordinary new file (mkstemp makes it private)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def slug(text: str, default: str = "file") -> str:
+    """``text`` as a safe, flat file name part: runs of anything but letters, digits, ``.``,
+    ``-`` and ``_`` become one ``_`` (``default`` when nothing is left)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or default
 
 
 class FileLockedError(RuntimeError):

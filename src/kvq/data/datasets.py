@@ -9,8 +9,6 @@ that cannot be read never stops an epoch: the sample records which file failed a
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, Sampler
 
 from kvq.data.labels import VideoLabel
+from kvq.fileio import atomic_write
 from kvq.video import ClipSpec, VideoError, load_clip
 
 
@@ -101,15 +100,8 @@ class VideoQualityDataset(Dataset):
 
 
 def _atomic_save_tensor(clip: torch.Tensor, path: Path) -> None:
-    """Write via a temporary file and rename, so concurrent workers never read half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"clip": clip.contiguous()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Written whole or not at all, so concurrent workers never read half a file."""
+    atomic_write(path, lambda tmp: save_file({"clip": clip.contiguous()}, str(tmp)))
 
 
 def collate_clips(samples: list[dict]) -> dict:

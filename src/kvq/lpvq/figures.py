@@ -8,13 +8,13 @@ ranks the regions of this image, the numbers its raw values).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from kvq.data.labels import LPVQ_GRID
+from kvq.fileio import slug
 from kvq.lpvq.runner import LpvqRun
 from kvq.scoring.maps import QUALITY_COLOURS, colourize
 from kvq.video import ClipSpec, VideoError, load_clip
@@ -91,7 +91,7 @@ def grid_figure(
 
 def figure_name(image: str, taken: set[str]) -> str:
     """A flat, unique PNG file name for a (possibly nested) image name."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(image).with_suffix(""))).strip("._") or "image"
+    stem = slug(str(Path(image).with_suffix("")), default="image")
     name, n = f"{stem}.png", 1
     while name in taken:
         n += 1

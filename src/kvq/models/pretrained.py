@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kvq.fileio import atomic_write
 from kvq.models.kvq import KVQConfig, KVQModel
 
 log = logging.getLogger(__name__)
@@ -150,13 +151,16 @@ def header_section(path: str | Path, header: dict, key: str, cls: type[T]) -> T:
     """The dataclass ``cls`` built from section ``key`` of a weights file's JSON config (its
     defaults where the section is absent). A section that is not an object, has unknown
     fields, values of the wrong type or values ``cls`` refuses raises :class:`WeightsError`
-    naming the file."""
+    naming the file; keys in ``cls.LEGACY_FIELDS`` (if it has one) are dropped."""
     values = header.get(key)
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise WeightsError(
             f"{path}: {key!r} of its kvq header must be a JSON object, got {values!r}"
         )
+    # Keys older files hold that cls no longer has (e.g. KVQConfig's runtime settings).
+    legacy = getattr(cls, "LEGACY_FIELDS", frozenset())
+    values = {k: v for k, v in values.items() if k not in legacy}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls) if f.init})
     if unknown:
@@ -379,10 +383,8 @@ def save_pretrained(
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         tensors[key] = value.contiguous()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
-    tmp.replace(path)
-    return path
+    metadata = {_METADATA_KEY: json.dumps(header)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KVQModel, dict]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kvq.fileio import ExclusiveLock, FileLockedError
+from kvq.fileio import ExclusiveLock, FileLockedError, atomic_write
 from kvq.runtime import WorkerInit
 from kvq.scoring.predictor import Predictor, ScoreResult, decode_input
 from kvq.train.distributed import any_rank, current_env
@@ -247,9 +247,8 @@ class ResultsFile:
         rows = (
             [self.rows[p] for p in order if p in self.rows] if order else list(self.rows.values())
         )
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rows, indent=1, allow_nan=False), encoding="utf-8")
-        tmp.replace(self.path)
+        text = json.dumps(rows, indent=1, allow_nan=False)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         self.journal.unlink(missing_ok=True)
 
 

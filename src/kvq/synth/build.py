@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kvq.eval.metrics import MIN_SAMPLES
+from kvq.fileio import atomic_write
 from kvq.synth.config import SynthConfig
 from kvq.synth.distortions import Bokeh, encode_h264, make_distortion
 from kvq.synth.errors import SynthError
@@ -201,7 +200,7 @@ def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, 
         return json.loads(record_path.read_text())
     reference, distorted = render_item(plan, config)
     video = out_dir / "videos" / f"{plan.id}.mp4"
-    _atomic(
+    atomic_write(
         video,
         lambda tmp: encode_h264(distorted, tmp, config.fps, config.storage_crf, config.x264_preset),
     )
@@ -211,7 +210,7 @@ def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, 
     middle = len(stored) // 2
     still_ssim = grid_mean(ssim_map(stored[middle], reference[middle]))
     still = out_dir / "stills" / f"{plan.id}.png"
-    _atomic(still, lambda tmp: _save_png(stored[middle], tmp))
+    atomic_write(still, lambda tmp: _save_png(stored[middle], tmp))
     record = {
         "id": plan.id,
         "split": plan.split,
@@ -227,16 +226,8 @@ def build_item(plan: ItemPlan, config: SynthConfig, out_dir: Path) -> dict[str, 
         "local_mos": np.round(to_mos(ssim_to_vmaf_scale(local_ssim)), 3).tolist(),
         "still_local_mos": np.round(to_mos(ssim_to_vmaf_scale(still_ssim)), 3).tolist(),
     }
-    _atomic(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return record
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary name and rename, so an interrupted build leaves no torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -352,4 +343,6 @@ def write_manifest(
         },
         "items": records,
     }
-    _atomic(out_dir / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+    atomic_write(
+        out_dir / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1))
+    )

@@ -6,15 +6,15 @@ A checkpoint is a ``torch.save`` dict of tensors and plain values only, so it lo
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from kvq.fileio import atomic_write
 
 FORMAT = "kvq-train-state/1"
 
@@ -22,19 +22,7 @@ FORMAT = "kvq-train-state/1"
 def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename it over ``path``:
     a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 class CheckpointError(ValueError):

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips
+from kvq.fileio import atomic_write
 from kvq.runtime import WorkerInit
 from kvq.train.losses import cut_cubes
 from kvq.video import to_model_input
@@ -119,11 +120,8 @@ def build_stem_cache(
     out = {"embedding": _stack(embeddings, readable), "readable": readable}
     if cube is not None:
         out["cubes"] = _stack(cube_embeddings, readable)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     tag = torch.tensor(list(fingerprint.encode()), dtype=torch.uint8)
-    save_file({**out, "fingerprint": tag}, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file({**out, "fingerprint": tag}, str(tmp)))
     return out
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
 from kvq.data.labels import read_groups
 from kvq.eval.metrics import MetricError
+from kvq.fileio import slug
 from kvq.models import build_model, load_pretrained, save_pretrained
 from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
@@ -212,9 +213,8 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         section = self.config.model
-        model = build_model(
-            section.arch, grad_checkpointing=section.grad_checkpointing, **section.overrides
-        )
+        model = build_model(section.arch, **section.overrides)
+        model.set_runtime(grad_checkpointing=section.grad_checkpointing)
         if section.pretrained:
             report = load_pretrained(model, section.pretrained)
             self._log(str(report))
@@ -543,14 +543,10 @@ class Trainer:
                     log.warning("test set %s: no metrics (%s)", part.name, err)
                 continue
             if self.env.is_main:
-                preds.to_csv(self.out / f"test_{_slug(part.name)}.csv")
+                preds.to_csv(self.out / f"test_{slug(part.name)}.csv")
         if self.env.is_main and results:
             (self.out / "test_metrics.json").write_text(json.dumps(results, indent=2))
         return results
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
 
 
 def train(config: TrainConfig, resume: bool = True) -> TrainResult:
