@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from kvq.synth.ffmpeg import ffmpeg_exe
+
 KINDS = ("compression", "blur", "noise", "downscale", "codec2")
 LEVELS = {
     "video": {
@@ -54,12 +56,6 @@ LEVELS = {
 PHOTO_SIDE = 1920  # photographs are reduced to this long side first: the "pristine" picture
 CLIP_SECONDS = 4.0
 PAN = (1920, 1080, 25.0, 100)  # width, height, fps, frames of the videos made from photos
-
-
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def read_frames(path: Path, seconds: float) -> tuple[np.ndarray, float]:
@@ -90,7 +86,7 @@ def pan_clip(image: Image.Image) -> np.ndarray:
 
 def encode(frames: np.ndarray, fps: float, out: Path, codec_args: list[str]) -> None:
     _, h, w, _ = frames.shape
-    cmd = [ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
     cmd += ["-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *codec_args, str(out)]
     subprocess.run(cmd, input=frames.tobytes(), check=True)
 

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from kvq.synth.errors import SynthError
+from kvq.synth.ffmpeg import ffmpeg_exe
 
 FACTORS: tuple[str, ...] = (
     "motion_blur",
@@ -428,7 +429,6 @@ def encode_h264(frames: np.ndarray, path: str | Path, fps: float, crf: int, pres
     Not through PyAV: its libx264 path gave different bytes from run to run even with one
     thread, while this command (one thread, bit-exact flags) is reproducible.
     """
-    from kvq.synth.measure import ffmpeg_exe
 
     _, h, w, _ = frames.shape
     # yuv420p needs even sizes; repeat the last row/column (regions may have odd sizes)

@@ -22,6 +22,7 @@ from scipy.ndimage import gaussian_filter
 from kvq.data.labels import LPVQ_GRID
 from kvq.synth.distortions import mix_channels
 from kvq.synth.errors import SynthError
+from kvq.synth.ffmpeg import ffmpeg_exe
 
 VMAF_FLOOR, VMAF_CEIL = 0.0, 95.0
 # ssim_to_vmaf_scale: v = SSIM_DB_SLOPE · ssim_db + SSIM_DB_OFFSET (see the module docstring)
@@ -41,17 +42,6 @@ def ssim_db(ssim: np.ndarray | float) -> np.ndarray:
 def ssim_to_vmaf_scale(ssim: np.ndarray | float) -> np.ndarray:
     """Per-cell SSIM → VMAF scale (0–100) by the fitted line in SSIM decibels."""
     return np.clip(SSIM_DB_SLOPE * ssim_db(ssim) + SSIM_DB_OFFSET, 0.0, 100.0)
-
-
-def ffmpeg_exe() -> str:
-    """The ffmpeg of the ``imageio-ffmpeg`` package (a static build with libvmaf)."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise SynthError(
-            "kvq synth needs imageio-ffmpeg for VMAF: pip install 'kvq-vqa[synth]'"
-        ) from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def vmaf(distorted: str | Path, reference: np.ndarray, fps: float, subsample: int = 1) -> float:
