@@ -31,7 +31,7 @@ from kvq.scoring.batch import (
     run_scoring,
     score_paths,
 )
-from kvq.scoring.maps import local_grid, render_sheet, write_overlay_video
+from kvq.scoring.maps import LEGEND_H, local_grid, render_sheet, write_overlay_video
 from video_factory import make_image
 
 
@@ -238,15 +238,16 @@ def test_two_runs_give_identical_output(weights, media, tmp_path):
 def test_maps_files_have_the_right_sizes(weights, media, tmp_path):
     predictor = kvq.load(weights, device="cpu")
     result = predictor.score(media / "a.mp4")
-    sheet = render_sheet(result, tmp_path / "a.png")
+    calibration, spec = predictor.calibration, predictor.spec
+    sheet = render_sheet(result, tmp_path / "a.png", calibration, spec)
     with Image.open(sheet) as img:
-        assert img.width == 4 * 160  # frame + three overlays, 160 px each for a square clip
-        assert img.height > 4 * 160
-    video = write_overlay_video(result, tmp_path / "a.mp4")
+        assert img.width == 4 * 160  # frame + three overlays, 160 px each for a landscape clip
+        assert img.height > 4 * 120
+    video = write_overlay_video(result, tmp_path / "a.mp4", calibration, spec)
     with av.open(str(video)) as container:
         frames = list(container.decode(video=0))
-    assert len(frames) == result.frames.shape[0]
-    assert (frames[0].height, frames[0].width) == (64, 64)
+    assert len(frames) == result.info["num_frames"]  # the whole video at its 24 fps
+    assert (frames[0].height, frames[0].width) == (240 + LEGEND_H, 320)  # 72×96 → MIN_SIDE
     grid = local_grid(np.arange(2 * 14 * 14, dtype=np.float64).reshape(2, 14, 14))
     expected = np.arange(14 * 14, dtype=np.float64).reshape(14, 14) + 98
     assert np.allclose(grid, expected.reshape(7, 2, 7, 2).mean(axis=(1, 3)))

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         check_interrupt()  # the row of this result is written: a stop loses nothing
         if maps and result.error is None:  # the sheet, then with --maps-video the MP4
             for write, target in zip((render_sheet, write_overlay_video), maps[result.path]):
-                write(result, target)
+                write(result, target, predictor.calibration, predictor.spec)
         if table is not None and not distributed:
             table.print_row(result.to_row())
 
