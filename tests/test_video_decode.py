@@ -215,3 +215,23 @@ def test_multiple_clips(video):
     assert clips.shape == (3, 32, 32, 48, 3)
     expected = sample_segment_indices(120, spec)
     assert [sampled_indices(c) for c in clips] == expected.tolist()
+
+
+@pytest.mark.parametrize("name, codec, opens", [("a.mp4", "libx264", 1), ("a.mkv", "ffv1", 2)])
+def test_scoring_reads_a_file_once(tmp_path, monkeypatch, name, codec, opens):
+    """The file's properties come from the decode's own pass: one open (and, for a container
+    that declares no frame count, one packet count), not a probe and then a decode."""
+    import av
+
+    import kvq.video.decode as decode
+    from kvq.scoring.predictor import decode_input
+
+    path = make_video(tmp_path / name, frames=20, codec=codec)
+    expected = probe(path)
+    calls = []
+    real_open = av.open
+    monkeypatch.setattr(decode.av, "open", lambda *a, **k: calls.append(a) or real_open(*a, **k))
+    frames, info, indices = decode_input(path, ClipSpec(size=(32, 32), num_segments=2))
+    assert len(calls) == opens
+    assert info == {k: getattr(expected, k) for k in info}  # the facts probe would give
+    assert frames.shape[0] == len(indices)

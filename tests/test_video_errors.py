@@ -13,8 +13,8 @@ from kvq.video import (
     VideoError,
     iter_frames,
     load_clip,
-    load_clip_with_indices,
     probe,
+    read_clip,
     sample_segment_indices,
 )
 from video_factory import make_audio, make_image, make_video, read_index
@@ -104,9 +104,11 @@ def test_short_header_shortfall_is_resampled(tmp_path):
     src = make_video(tmp_path / "full.avi", frames=48, codec="mpeg4")
     path = avi_cut_after(src, tmp_path / "short.avi", 46)
     assert probe(path).num_frames == 48
-    clip, indices = load_clip_with_indices(path, SPEC)
+    read = read_clip(path, SPEC)
+    clip, indices = read.frames, read.indices
     assert indices.tolist() == sample_segment_indices(46, SPEC).tolist()
     assert [read_index(f) for f in clip.numpy()] == indices.tolist()
+    assert read.info.num_frames == 46  # the count the decode found
     assert len(list(iter_frames(path))) == 46
 
 

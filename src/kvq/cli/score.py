@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     # ones and exits on its own, with no group to leave, and nothing is scored.
     inputs, maps = _check_arguments(args)
     predictor = _load_predictor(args)
+    # Options that do nothing, said once the run is known to go ahead (a refusal stays alone).
+    if args.maps_video and not args.maps:
+        log.warning("--maps-video does nothing without --maps DIR: no overlay video is written")
+    if args.quiet and args.out is None:
+        log.warning("--quiet without --out: the scores are neither shown nor kept")
     env = init_from_env(predictor.device.type)  # joins torchrun's group, if there is one
     distributed, rank = env.world_size > 1, env.rank
     workers = args.workers
@@ -141,10 +146,6 @@ def _check_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
         raise CLIError(err) from None
     if not found:
         raise CLIError("no inputs found")
-    if args.maps_video and not args.maps:
-        log.warning("--maps-video does nothing without --maps DIR: no overlay video is written")
-    if args.quiet and args.out is None:
-        log.warning("--quiet without --out: the scores are neither shown nor kept")
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CLIError("--out is required under torchrun")
     if args.out is not None:

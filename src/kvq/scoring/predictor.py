@@ -23,7 +23,7 @@ from kvq.models import KVQModel, WeightsError, build_model, load_model, load_pre
 from kvq.models.bundled import BUNDLED, DEFAULT_WEIGHTS
 from kvq.models.pretrained import header_section, weights_status
 from kvq.runtime import resolve_device
-from kvq.video import ClipSpec, VideoError, load_clip_with_indices, probe, to_model_input
+from kvq.video import ClipSpec, VideoError, read_clip, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def timeline_segments(
 def decode_input(path: str | Path, spec: ClipSpec) -> tuple[torch.Tensor, dict, np.ndarray | None]:
     """uint8 clip ``(T, H, W, 3)`` of ``spec``, the file's properties and its sampled frame
     indices (None for images). Raises :class:`kvq.video.VideoError`."""
-    info = probe(path)
-    frames, indices = load_clip_with_indices(path, spec)
+    clip = read_clip(path, spec)  # one read: the file's properties come with its frames
+    info, frames, indices = clip.info, clip.frames, clip.indices
     props = {
         "duration": info.duration,
         "fps": info.fps,

@@ -15,9 +15,10 @@ from __future__ import annotations
 from kvq.video.clip import (
     MEAN,
     STD,
+    DecodedClip,
     load_clip,
-    load_clip_with_indices,
     normalize_clip,
+    read_clip,
     to_model_input,
 )
 from kvq.video.decode import IMAGE_EXTENSIONS, VideoInfo, iter_frames, probe
@@ -31,15 +32,16 @@ __all__ = [
     "STD",
     "VIEWS",
     "ClipSpec",
+    "DecodedClip",
     "SpatialPlan",
     "VideoError",
     "VideoInfo",
     "iter_frames",
     "load_clip",
-    "load_clip_with_indices",
     "normalize_clip",
     "plan_view",
     "probe",
+    "read_clip",
     "sample_segment_indices",
     "to_model_input",
 ]

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
@@ -12,6 +14,7 @@ from torch import nn
 
 from kvq.video.decode import (
     Deadline,
+    VideoInfo,
     VideoSource,
     check_complete,
     decoded_frames,
@@ -19,6 +22,7 @@ from kvq.video.decode import (
     frame_count,
     open_video,
     to_rgb,
+    video_info,
 )
 from kvq.video.errors import VideoError
 from kvq.video.sampling import RandomState, SpatialPlan, plan_view, sample_segment_indices
@@ -53,11 +57,11 @@ def _gather(
     spec: ClipSpec,
     train: bool,
     rng: np.random.Generator | None,
-) -> tuple[np.ndarray | None, int]:
+) -> tuple[np.ndarray | None, int, av.VideoFrame | None]:
     """Decode up to the last wanted frame, filling (num_clips, T, H, W, 3) uint8.
 
-    Returns (frames, frames decoded); frames is None when the stream ended before every wanted
-    index was seen (its header overstated the frame count).
+    Returns (frames, frames decoded, the first decoded frame); frames is None when the stream
+    ended before every wanted index was seen (its header overstated the frame count).
     """
     slots: dict[int, list[tuple[int, int]]] = {}
     for clip, t in np.ndindex(indices.shape):
@@ -66,9 +70,10 @@ def _gather(
     out = np.empty((*indices.shape, *spec.output_size, 3), dtype=np.uint8)
     plans: list[SpatialPlan] | None = None
     reformatter = VideoReformatter()
-    decoded = 0
+    decoded, first = 0, None
     for frame in decoded_frames(source):
         index, decoded = decoded, decoded + 1
+        first = first or frame
         if index not in slots:
             continue
         if plans is None:  # views are fixed on the first kept frame, for the whole clip
@@ -83,17 +88,28 @@ def _gather(
             else:
                 plan.apply(scaled[plan.source_size], out[clip, t])
         if index == last:
-            return out, decoded
-    return None, decoded
+            return out, decoded, first
+    return None, decoded, first
 
 
-def load_clip_with_indices(
+@dataclass(frozen=True)
+class DecodedClip:
+    """What one read of a file gives (:func:`read_clip`): the clip(s) as :func:`load_clip`
+    returns them, the frame indices decoded (shaped like the clip's leading dims: (T,) or
+    (num_clips, T)) and the file's :class:`VideoInfo`, learned in the same pass."""
+
+    frames: torch.Tensor
+    indices: np.ndarray
+    info: VideoInfo
+
+
+def read_clip(
     path: str | Path, spec: ClipSpec | None = None, train: bool = False, rng: RandomState = None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """:func:`load_clip` plus the frame indices it actually decoded, shaped like its output's
-    leading dims ((T,) or (num_clips, T)); they differ from ``sample_segment_indices`` of the
-    header's count when the header overstated it (see :func:`load_clip`).
-    """
+) -> DecodedClip:
+    """:func:`load_clip` with the decoded frame indices and the file's properties, from one
+    open of the file (plus a packet count where the header has no frame count). The indices
+    differ from ``sample_segment_indices`` of the header's count when the header overstated
+    it; ``info.num_frames`` is then the count the decode found."""
     spec = spec or ClipSpec()
     gen = np.random.default_rng(rng) if train else None
     deadline = Deadline(path, spec.timeout_s)
@@ -101,19 +117,21 @@ def load_clip_with_indices(
         is_image = source.is_image
         num_frames = frame_count(source)
         indices = _clip_indices(num_frames, is_image, spec, train, gen)
-        frames, decoded = _gather(source, indices, spec, train, gen)
+        frames, decoded, first = _gather(source, indices, spec, train, gen)
         if frames is None:
             check_complete(source, decoded, None)
+            num_frames = decoded
+        info = video_info(source, num_frames, first)
     if frames is None:
         indices = _clip_indices(decoded, is_image, spec, train, gen)
         with open_video(path, deadline) as source:
-            frames, _ = _gather(source, indices, spec, train, gen)
+            frames, _, _ = _gather(source, indices, spec, train, gen)
         if frames is None:
             raise VideoError(f"{path}: the number of decodable frames changed between reads")
     clips = torch.from_numpy(frames)
     if spec.num_clips == 1:
-        return clips[0], indices[0]
-    return clips, indices
+        return DecodedClip(clips[0], indices[0], info)
+    return DecodedClip(clips, indices, info)
 
 
 def load_clip(
@@ -133,7 +151,7 @@ def load_clip(
     pass reads the re-sampled frames (by a lot: the file is truncated). Raises
     :class:`VideoError` for unreadable files and when decoding exceeds ``spec.timeout_s``.
     """
-    return load_clip_with_indices(path, spec, train, rng)[0]
+    return read_clip(path, spec, train, rng).frames
 
 
 def normalize_clip(

@@ -238,25 +238,30 @@ def probe(path: str | Path, timeout_s: float | None = 60.0) -> VideoInfo:
         first = next(decoded_frames(source), None)
         if first is None:
             raise VideoError(f"{path}: no decodable video frames")
-        num_frames = frame_count(source)
-        stream = source.stream
-        fps = 0.0 if source.is_image else float(stream.average_rate or stream.guessed_rate or 0)
-        duration = 0.0
-        if not source.is_image:
-            duration = _declared_duration(source) or (num_frames / fps if fps else 0.0)
-        height, width = display_size(first)
-        return VideoInfo(
-            path=str(path),
-            duration=duration,
-            num_frames=num_frames,
-            fps=fps,
-            width=width,
-            height=height,
-            rotation=90 * quarter_turns(first),
-            pix_fmt=first.format.name,
-            codec=stream.codec_context.name,
-            is_image=source.is_image,
-        )
+        return video_info(source, frame_count(source), first)
+
+
+def video_info(source: VideoSource, num_frames: int, first: av.VideoFrame) -> VideoInfo:
+    """The :class:`VideoInfo` of an open ``source`` of ``num_frames`` frames whose first
+    decoded frame is ``first`` (display size and rotation are read from it)."""
+    stream = source.stream
+    fps = 0.0 if source.is_image else float(stream.average_rate or stream.guessed_rate or 0)
+    duration = 0.0
+    if not source.is_image:
+        duration = _declared_duration(source) or (num_frames / fps if fps else 0.0)
+    height, width = display_size(first)
+    return VideoInfo(
+        path=str(source.path),
+        duration=duration,
+        num_frames=num_frames,
+        fps=fps,
+        width=width,
+        height=height,
+        rotation=90 * quarter_turns(first),
+        pix_fmt=first.format.name,
+        codec=stream.codec_context.name,
+        is_image=source.is_image,
+    )
 
 
 def iter_frames(
