@@ -45,7 +45,8 @@ def reset_peak(device: torch.device) -> None:
 
 def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
     arch, overrides = parse_model(spec)
-    model = kvq.build_model(arch, prior_impl=args.prior_impl, **overrides).to(device)
+    model = kvq.build_model(arch, **overrides).set_runtime(prior_impl=args.prior_impl)
+    model = model.to(device)
     shape = (args.frames, args.size, args.size)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     row = {"model": spec, "clip": f"{args.frames}×{args.size}²", "device": str(device)}
@@ -69,7 +70,7 @@ def bench_model(spec: str, args, device: torch.device, dtype) -> dict:
     )
     if args.train_batch:
         model.train()
-        model.backbone.set_grad_checkpointing(args.checkpointing)
+        model.set_runtime(grad_checkpointing=args.checkpointing)
         loss_fn = KVQLoss()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         train_clip = torch.randn(args.train_batch, 3, *shape, device=device)
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--train-batch", type=int, default=1, help="0 skips the training step")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--prior-impl", choices=PRIOR_IMPLS, default="auto")
+    parser.add_argument("--prior-impl", choices=PRIOR_IMPLS, default="chunked")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kvq.models.lite_backbone import LiteBackbone
-from kvq.models.swin3d import PRIOR_IMPLS, SwinTransformer3D
+from kvq.models.swin3d import DEFAULT_PRIOR_CHUNK, SwinTransformer3D, check_prior_options
 
 ATTENTIONS = ("iwa", "cwa", "fwa")
 # "patch": Video Swin's patch embedding and all four stages (kvq-t). "efficientnet-lite0": a
@@ -33,10 +34,15 @@ class KVQConfig:
 
     ``fusion_stages`` are the stages whose blocks use ``attention`` and yield saliency priors
     (stages 3 and 4 in the paper, 0-based ``(2, 3)``); ``topk`` has one entry per fusion stage.
-    ``prior_chunk`` and ``prior_impl`` only choose how the saliency priors are computed
-    (:func:`~kvq.models.swin3d.saliency_prior`), not what they are. ``stem`` is one of
-    :data:`STEMS`; the stages a stem replaces have depth 0.
+    ``stem`` is one of :data:`STEMS`; the stages a stem replaces have depth 0. How a built model
+    computes (not what) is its :class:`RuntimeOptions`, set with :meth:`KVQModel.set_runtime`.
     """
+
+    # Runtime settings that weights files written before RuntimeOptions hold in their "model"
+    # section: read and dropped (they never changed what the model computes).
+    LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"prior_chunk", "prior_impl", "grad_checkpointing"}
+    )
 
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
@@ -51,9 +57,6 @@ class KVQConfig:
     multiscale_saliency: bool = True
     head_hidden: int = 64
     head_dropout: float = 0.5
-    prior_chunk: int = 1024
-    prior_impl: str = "auto"
-    grad_checkpointing: bool = False
     stem: str = "patch"
 
     def __post_init__(self) -> None:
@@ -84,10 +87,6 @@ class KVQConfig:
                 raise ValueError(
                     f"stage {i}: width {self.embed_dim * 2**i} not divisible by {heads}"
                 )
-        if self.prior_chunk < 1:
-            raise ValueError("prior_chunk must be positive")
-        if self.prior_impl not in PRIOR_IMPLS:
-            raise ValueError(f"prior_impl must be one of {PRIOR_IMPLS}, got {self.prior_impl!r}")
 
     @property
     def num_priors(self) -> int:
@@ -99,12 +98,35 @@ class KVQConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> KVQConfig:
-        """Inverse of :meth:`to_dict`; lists (from JSON/YAML) become tuples, unknown keys fail."""
+        """Inverse of :meth:`to_dict`; lists (from JSON/YAML) become tuples, unknown keys fail
+        and :attr:`LEGACY_FIELDS` are dropped."""
+        values = {k: v for k, v in values.items() if k not in cls.LEGACY_FIELDS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"unknown KVQConfig fields: {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a built :class:`KVQModel` computes, never what: not architecture, so not in
+    :class:`KVQConfig` nor in weights files. Set with :meth:`KVQModel.set_runtime`.
+
+    ``prior_impl``: ``"chunked"`` (softmax over query chunks of ``prior_chunk`` rows) or
+    ``"fused"`` (two fused-kernel passes; chunked where the kernel is missing), see
+    :func:`~kvq.models.swin3d.saliency_prior`. ``grad_checkpointing``: recompute each block
+    in the backward pass instead of storing its activations.
+    """
+
+    prior_impl: str = "chunked"
+    prior_chunk: int = DEFAULT_PRIOR_CHUNK
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        check_prior_options(self.prior_impl, self.prior_chunk)
+        if not isinstance(self.grad_checkpointing, bool):
+            raise ValueError(f"grad_checkpointing must be a bool, got {self.grad_checkpointing!r}")
 
 
 @dataclass
@@ -167,8 +189,6 @@ class KVQModel(nn.Module):
             )
         else:
             self.backbone = LiteBackbone(config.embed_dim * 2**first, **swin)
-        self.backbone.set_grad_checkpointing(config.grad_checkpointing)
-        self.backbone.set_prior_impl(config.prior_impl)
         width = self.backbone.num_features
         self.quality_head = QualityHead(width, config.head_hidden, config.head_dropout)
         self.saliency_head = QualityHead(width, config.head_hidden, config.head_dropout)
@@ -179,6 +199,17 @@ class KVQModel(nn.Module):
             self.prior_fusion = nn.Conv3d(config.num_priors, 1, kernel_size=1)
             nn.init.zeros_(self.prior_fusion.weight)
             nn.init.zeros_(self.prior_fusion.bias)
+        self.runtime = RuntimeOptions()
+        self.set_runtime()  # the defaults reach the backbone the way every later change does
+
+    def set_runtime(self, **changes: Any) -> KVQModel:
+        """Change :class:`RuntimeOptions` fields, e.g. ``model.set_runtime(prior_impl="fused",
+        grad_checkpointing=True)``; the others keep their values. Returns the model."""
+        runtime = dataclasses.replace(self.runtime, **changes)  # validates, refuses unknown names
+        self.backbone.set_grad_checkpointing(runtime.grad_checkpointing)
+        self.backbone.set_prior_options(runtime.prior_impl, runtime.prior_chunk)
+        self.runtime = runtime
+        return self
 
     def local_quality(self, x: Tensor) -> Tensor:
         """Quality map alone, ``(B, 3, T, H, W)`` → ``(B, T', H', W')`` (no saliency, no priors:
@@ -196,8 +227,8 @@ class KVQModel(nn.Module):
     def forward_embedded(self, e: Tensor) -> KVQOutput:
         """:meth:`forward` from the backbone's :meth:`embed` output (a frozen stem's output can
         be cached and fed here)."""
-        chunk = self.config.prior_chunk if self.prior_fusion is not None else 0
-        features, priors = self.backbone.forward_embedded(e, chunk)
+        need_priors = self.prior_fusion is not None
+        features, priors = self.backbone.forward_embedded(e, need_priors)
         quality = self.quality_head(features)[:, 0]
         saliency_logits = self.saliency_head(features)[:, 0]
         grid = features.shape[2:]

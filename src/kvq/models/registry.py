@@ -29,6 +29,12 @@ def get_config(arch: str = "kvq-t", **overrides) -> KVQConfig:
     if arch not in MODEL_CONFIGS:
         raise ValueError(f"unknown architecture {arch!r}; available: {', '.join(list_models())}")
     base = MODEL_CONFIGS[arch].to_dict()
+    runtime = sorted(set(overrides) & KVQConfig.LEGACY_FIELDS)
+    if runtime:
+        raise TypeError(
+            f"{runtime} are runtime settings, not architecture: build the model, then "
+            "model.set_runtime(...)"
+        )
     unknown = set(overrides) - set(base)
     if unknown:
         fields = ", ".join(f.name for f in dataclasses.fields(KVQConfig))
@@ -40,6 +46,8 @@ def build_model(arch: str = "kvq-t", **overrides) -> KVQModel:
     """Build a randomly initialised KVQ model, e.g. ``build_model("kvq-t", attention="iwa")``.
 
     Overrides are :class:`KVQConfig` fields: ``attention``, ``topk``, ``embed_dim``, ``depths``,
-    ``num_heads``, ``multiscale_saliency``, ``grad_checkpointing``, …
+    ``num_heads``, ``multiscale_saliency``, … Runtime settings
+    (:class:`~kvq.models.kvq.RuntimeOptions`) are set on the built model:
+    ``build_model("kvq-t").set_runtime(grad_checkpointing=True)``.
     """
     return KVQModel(get_config(arch, **overrides))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 import torch
@@ -214,12 +214,26 @@ class CrossWindowAttention(nn.Module):
         return self.proj(_merge_heads(out)), q, k
 
 
-PRIOR_IMPLS = ("auto", "chunked", "fused")
+PRIOR_IMPLS = ("chunked", "fused")
+DEFAULT_PRIOR_CHUNK = 1024
+
+
+def check_prior_options(impl: str, chunk: int) -> None:
+    """Raise ``ValueError`` unless ``impl`` is one of :data:`PRIOR_IMPLS` and ``chunk`` (query
+    rows per chunk of the chunked prior) is a positive int."""
+    if impl not in PRIOR_IMPLS:
+        raise ValueError(f"prior_impl must be one of {PRIOR_IMPLS}, got {impl!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"prior_chunk must be a positive int, got {chunk!r}")
 
 
 @torch.no_grad()
 def saliency_prior(
-    q: Tensor, k: Tensor, valid: Tensor | None = None, chunk: int = 1024, impl: str = "chunked"
+    q: Tensor,
+    k: Tensor,
+    valid: Tensor | None = None,
+    chunk: int = DEFAULT_PRIOR_CHUNK,
+    impl: str = "chunked",
 ) -> Tensor:
     """Attention each token receives under one softmax over all tokens of the clip.
 
@@ -230,10 +244,11 @@ def saliency_prior(
 
     - ``"chunked"``: softmax over query chunks of ``chunk`` rows (memory ``O(chunk·L)``);
     - ``"fused"``: two passes of the fused attention kernel, see :func:`_fused_prior`
-      (memory ``O(L·C)``; meant to stay compute-bound on GPUs, not yet measured there).
+      (memory ``O(L·C)``; meant to stay compute-bound on GPUs, not yet measured there). Where
+      this torch build or device lacks the kernel it raises :class:`FusedKernelUnavailable`.
     """
-    if impl not in ("chunked", "fused"):
-        raise ValueError(f"impl must be 'chunked' or 'fused', got {impl!r}")
+    if impl not in PRIOR_IMPLS:
+        raise ValueError(f"impl must be one of {PRIOR_IMPLS}, got {impl!r}")
     if valid is not None:
         out = q.new_zeros(q.shape[:2], dtype=torch.float32)
         out[:, valid] = saliency_prior(q[:, valid], k[:, valid], None, chunk, impl)
@@ -247,25 +262,70 @@ def saliency_prior(
     return total
 
 
-def auto_prior_impl(device: torch.device) -> str:
-    """``prior_impl="auto"``: fused on GPUs (where the score matrix would be memory-bound),
-    chunked on CPUs, where the chunked softmax measured 2.6× faster (benchmarks/RESULTS.md)."""
-    return "chunked" if device.type == "cpu" else "fused"
+def window_saliency_prior(
+    q: Tensor, k: Tensor, valid: Tensor | None, chunk: int, impl: str
+) -> Tensor:
+    """:func:`saliency_prior` of window-partitioned q, k ``(B, nW, heads, N, d)`` (all heads
+    concatenated) → ``(B, nW, N)``; ``valid`` ``(nW, N)`` marks the non-padding tokens."""
+    b, nw, _, n, d = q.shape
+    q, k = (_merge_heads(t.detach()).reshape(b, nw * n, -1) for t in (q, k))
+    flat_valid = None if valid is None else valid.reshape(-1)
+    # "fused" runs only where its kernel exists (probed once per device and dtype).
+    impl = impl if impl == "chunked" or fused_prior_available(q.device, q.dtype) else "chunked"
+    return saliency_prior(q * d**-0.5, k, flat_valid, chunk, impl).view(b, nw, n)
+
+
+# The fused prior needs each query's softmax log-normaliser, which only the private aten
+# attention ops return. Their schemas, as called below, hold from torch 2.3 (pyproject's floor)
+# on; before that, or where an op is gone, the kernel counts as missing.
+FUSED_PRIOR_MIN_TORCH = (2, 3)
+
+
+class FusedKernelUnavailable(NotImplementedError):
+    """This torch build has no fused attention kernel that returns the log-normaliser."""
 
 
 def _attention_logsumexp(q: Tensor, k: Tensor) -> Tensor:
     """``log Σ_j exp(q_i·k_j)`` for each query, ``(B, L, C)`` each → ``(B, L)`` float32, from
-    the fused attention kernel that returns it (the attention output itself is discarded)."""
+    the fused attention kernel that returns it (the attention output itself is discarded).
+
+    The one place that calls ``torch.ops.aten._scaled_dot_product_*``. A device the op has no
+    kernel for raises ``NotImplementedError`` from the dispatcher, an old or changed torch
+    :class:`FusedKernelUnavailable` (a ``NotImplementedError`` too).
+    """
+    if torch.__version__ < FUSED_PRIOR_MIN_TORCH:  # TorchVersion compares with tuples
+        raise FusedKernelUnavailable(f"torch {torch.__version__} is older than 2.3")
+    cpu = q.device.type == "cpu"
+    name = (
+        "_scaled_dot_product_flash_attention_for_cpu"
+        if cpu
+        else "_scaled_dot_product_efficient_attention"  # any head size, fp32/fp16/bf16
+    )
+    op = getattr(torch.ops.aten, name, None)
+    if op is None:
+        raise FusedKernelUnavailable(f"torch {torch.__version__} has no aten.{name}")
     q4, k4 = q[:, None].contiguous(), k[:, None].contiguous()
-    if q.device.type == "cpu":
-        _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q4, k4, k4, 0.0, False, scale=1.0
-        )
-    else:  # memory-efficient kernel: any head size, fp32/fp16/bf16
-        _, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
-            q4, k4, k4, None, True, 0.0, False, scale=1.0
-        )
+    if cpu:
+        _, lse = op(q4, k4, k4, 0.0, False, scale=1.0)
+    else:
+        _, lse, *_ = op(q4, k4, k4, None, True, 0.0, False, scale=1.0)
     return lse[:, 0, : q.shape[1]].float()
+
+
+@cache
+def fused_prior_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused prior runs on ``device`` in ``dtype``: one probe on a few tokens, the
+    first time it is asked (cached). Only a missing kernel (``NotImplementedError``) answers
+    no, with a warning; any other error, out of memory included, is raised."""
+    probe = torch.zeros(1, 8, 8, device=device, dtype=dtype)
+    try:
+        with torch.no_grad():
+            _attention_logsumexp(probe, probe)
+    except NotImplementedError as err:
+        message = f"fused saliency prior unavailable on {device} in {dtype} ({err}); using chunked"
+        warnings.warn(message, stacklevel=2)
+        return False
+    return True
 
 
 def _fused_prior(q: Tensor, k: Tensor) -> Tensor:
@@ -303,9 +363,10 @@ class FusionWindowAttention(nn.Module):
         if attention not in ("iwa", "cwa", "fwa"):
             raise ValueError(f"attention must be 'iwa', 'cwa' or 'fwa', got {attention!r}")
         self.attention = attention
-        self.prior_impl = "auto"  # see SwinTransformer3D.set_prior_impl
+        # How the prior is computed, not what it is: set by SwinTransformer3D.set_prior_options.
+        self.prior_impl = "chunked"
+        self.prior_chunk = DEFAULT_PRIOR_CHUNK
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         if attention != "cwa":
             self.qkv = nn.Linear(dim, 3 * dim)
             self.proj = nn.Linear(dim, dim)
@@ -327,39 +388,28 @@ class FusionWindowAttention(nn.Module):
         x: Tensor,
         shift_mask: ShiftMask | None,
         valid: Tensor | None = None,
-        prior_chunk: int = 0,
+        need_prior: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """x ``(B, nW, N, C)`` → (output ``(B, nW, N, C)``, prior ``(B, nW, N)`` or None).
 
-        The prior is computed when ``prior_chunk > 0`` from the CWA q, k (IWA's when there is no
-        CWA branch); ``valid`` ``(nW, N)`` marks the non-padding tokens.
+        With ``need_prior`` the saliency prior is computed from the CWA q, k (IWA's when there
+        is no CWA branch); ``valid`` ``(nW, N)`` marks the non-padding tokens.
         """
         out = 0
         if self.attention != "cwa":
-            q, k, v = _split_heads(self.qkv(x), self.num_heads)
-            iwa = window_attention(q, k, v, self.position_bias(x.shape[2]), shift_mask)
+            iwa_q, iwa_k, iwa_v = _split_heads(self.qkv(x), self.num_heads)
+            iwa = window_attention(iwa_q, iwa_k, iwa_v, self.position_bias(x.shape[2]), shift_mask)
             out = self.proj(_merge_heads(iwa))
         if self.attention != "iwa":
-            cwa, q, k = self.cross(x)
+            cwa, cwa_q, cwa_k = self.cross(x)
             out = out + cwa
-        prior = None
-        if prior_chunk > 0:
-            b, nw, n, _ = x.shape
-            q, k = (_merge_heads(t.detach()).reshape(b, nw * n, -1) for t in (q, k))
-            flat_valid = None if valid is None else valid.reshape(-1)
-            q = q * self.head_dim**-0.5
-            impl = auto_prior_impl(x.device) if self.prior_impl == "auto" else self.prior_impl
-            try:
-                prior = saliency_prior(q, k, flat_valid, prior_chunk, impl)
-            except RuntimeError as err:
-                if self.prior_impl != "auto" or impl == "chunked":
-                    raise
-                # A fused kernel this device or build lacks: fall back for good, and say so.
-                message = f"fused saliency prior unavailable ({err}); using the chunked one"
-                warnings.warn(message, stacklevel=2)
-                self.prior_impl = "chunked"
-                prior = saliency_prior(q, k, flat_valid, prior_chunk, "chunked")
-            prior = prior.view(b, nw, n)
+        if not need_prior:
+            return out, None
+        if self.attention == "iwa":
+            prior_q, prior_k = iwa_q, iwa_k
+        else:
+            prior_q, prior_k = cwa_q, cwa_k
+        prior = window_saliency_prior(prior_q, prior_k, valid, self.prior_chunk, self.prior_impl)
         return out, prior
 
 
@@ -419,7 +469,7 @@ class SwinBlock3D(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _attention(self, x: Tensor, prior_chunk: int) -> tuple[Tensor, Tensor | None]:
+    def _attention(self, x: Tensor, need_prior: bool) -> tuple[Tensor, Tensor | None]:
         d, h, w = x.shape[1:4]
         window, shift = clamp_window((d, h, w), self.window, self.shift)
         pads = [(-n) % k for n, k in zip((d, h, w), window)]
@@ -430,9 +480,9 @@ class SwinBlock3D(nn.Module):
             x = torch.roll(x, shifts=[-s for s in shift], dims=(1, 2, 3))
         shift_mask = shift_mask_patterns(grid, window, shift, x.device) if shifted else None
         valid = None
-        if prior_chunk > 0 and any(pads):
+        if need_prior and any(pads):
             valid = _valid_windows((d, h, w), grid, window, shift, x.device)
-        out, prior = self.attn(window_partition(x, window), shift_mask, valid, prior_chunk)
+        out, prior = self.attn(window_partition(x, window), shift_mask, valid, need_prior)
         out = window_reverse(out, window, grid)
         if prior is not None:
             prior = window_reverse(prior.unsqueeze(-1), window, grid)
@@ -443,9 +493,10 @@ class SwinBlock3D(nn.Module):
         out = out[:, :d, :h, :w]
         return out, None if prior is None else prior[:, :d, :h, :w, 0]
 
-    def forward(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, Tensor | None]:
-        """x ``(B, D, H, W, C)`` → (same shape, prior ``(B, D, H, W)`` or None)."""
-        attn, prior = self._attention(x, prior_chunk)
+    def forward(self, x: Tensor, need_prior: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x ``(B, D, H, W, C)`` → (same shape, prior ``(B, D, H, W)`` with ``need_prior``, else
+        None)."""
+        attn, prior = self._attention(x, need_prior)
         x = x + self.drop_path(attn)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, prior
@@ -515,18 +566,18 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dim) if downsample else None
         self.use_checkpoint = False
 
-    def forward(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor, need_priors: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x ``(B, D, H, W, C)`` → (downsampled x, priors of the blocks, each ``(B, D, H, W)``).
 
-        Priors are computed only when the stage has ``with_prior`` and ``prior_chunk > 0``.
+        Priors are computed only when asked (``need_priors``) of a stage ``with_prior``.
         """
-        prior_chunk = prior_chunk if self.with_prior else 0
+        need_prior = need_priors and self.with_prior
         priors = []
         for block in self.blocks:
             if self.use_checkpoint and self.training:
-                x, prior = checkpoint(block, x, prior_chunk, use_reentrant=False)
+                x, prior = checkpoint(block, x, need_prior, use_reentrant=False)
             else:
-                x, prior = block(x, prior_chunk)
+                x, prior = block(x, need_prior)
             if prior is not None:
                 priors.append(prior)
         if self.downsample is not None:
@@ -606,14 +657,15 @@ class SwinTransformer3D(nn.Module):
         for layer in self.layers:
             layer.use_checkpoint = enable
 
-    def set_prior_impl(self, impl: str) -> None:
-        """How the saliency priors are computed: ``"chunked"``, ``"fused"`` (see
-        :func:`saliency_prior`) or ``"auto"`` (fused on GPUs, chunked on CPUs)."""
-        if impl not in PRIOR_IMPLS:
-            raise ValueError(f"prior_impl must be one of {PRIOR_IMPLS}, got {impl!r}")
+    def set_prior_options(self, impl: str = "chunked", chunk: int = DEFAULT_PRIOR_CHUNK) -> None:
+        """How the saliency priors are computed (never what they are): ``impl`` ``"chunked"``
+        or ``"fused"`` (which falls back to chunked where the fused kernel is missing, see
+        :func:`fused_prior_available`), ``chunk`` query rows per chunk (see
+        :func:`saliency_prior`)."""
+        check_prior_options(impl, chunk)
         for module in self.modules():
             if isinstance(module, FusionWindowAttention):
-                module.prior_impl = impl
+                module.prior_impl, module.prior_chunk = impl, chunk
 
     def embed(self, x: Tensor) -> Tensor:
         """The input's embedding, ``(B, 3, T, H, W)`` → ``(B, C, T/2, H/4, W/4)``; a subclass
@@ -624,24 +676,23 @@ class SwinTransformer3D(nn.Module):
         """:meth:`embed`'s output → the first stage's channels-last tokens ``(B, D, H, W, C)``."""
         return e.permute(0, 2, 3, 4, 1)
 
-    def forward_with_priors(self, x: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+    def forward_with_priors(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """x ``(B, 3, T, H, W)`` → (features as :meth:`forward`, priors of every block with a
-        prior, each ``(B, D_i, H_i, W_i)`` on its stage's token grid). ``prior_chunk=0`` skips
-        the priors."""
-        return self.forward_embedded(self.embed(x), prior_chunk)
+        prior, each ``(B, D_i, H_i, W_i)`` on its stage's token grid)."""
+        return self.forward_embedded(self.embed(x), need_priors=True)
 
-    def forward_embedded(self, e: Tensor, prior_chunk: int = 0) -> tuple[Tensor, list[Tensor]]:
+    def forward_embedded(self, e: Tensor, need_priors: bool = False) -> tuple[Tensor, list[Tensor]]:
         """:meth:`forward_with_priors` from the output of :meth:`embed` (a frozen stem's output
-        can be computed once and cached)."""
+        can be computed once and cached); without ``need_priors`` the list is empty."""
         x = self.tokens(e)
         priors: list[Tensor] = []
         for layer in self.layers:
-            x, layer_priors = layer(x, prior_chunk)
+            x, layer_priors = layer(x, need_priors)
             priors.extend(layer_priors)
         return self.norm(x).permute(0, 4, 1, 2, 3), priors
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_priors(x)[0]
+        return self.forward_embedded(self.embed(x))[0]
 
 
 def _init_weights(m: nn.Module) -> None:
