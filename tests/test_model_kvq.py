@@ -486,3 +486,19 @@ def test_private_attention_ops_sit_behind_one_version_guarded_function(
     with torch.no_grad():
         chunked = model(x).priors
         torch.testing.assert_close(model.set_runtime(prior_impl="fused")(x).priors, chunked)
+
+
+def test_training_after_inference_mode_reuses_the_cached_masks():
+    # Scoring (inference mode) fills the shifted-window mask cache; a training step after it
+    # in the same process must be able to backpropagate through the cached masks.
+    from kvq.models.swin3d import shift_mask_patterns
+
+    shift_mask_patterns.cache_clear()
+    torch.manual_seed(0)
+    model = kvq.build_model("kvq-xs", embed_dim=24, depths=(2, 2, 2, 2))  # shifted blocks
+    clip = torch.randn(1, 3, 8, 128, 128)
+    with torch.inference_mode():
+        model.eval()(clip)
+    assert shift_mask_patterns.cache_info().currsize > 0
+    model.train()(clip).score.sum().backward()
+    assert all(p.grad is not None for p in model.quality_head.parameters())

@@ -96,8 +96,15 @@ def shift_mask_patterns(
     """The official shifted-window mask of a ``grid`` of tokens (cached per shape).
 
     The official code materialises an ``(nW, N, N)`` mask, but a window's mask depends only on
-    which shifted regions it covers, so there are at most 8 patterns.
+    which shifted regions it covers, so there are at most 8 patterns. Built outside inference
+    mode whatever the caller's mode: the cache outlives the call, and tensors made under
+    ``torch.inference_mode`` could not be saved for a later training step's backward.
     """
+    with torch.inference_mode(False):
+        return _shift_mask(grid, window, shift, device)
+
+
+def _shift_mask(grid: Size3, window: Size3, shift: Size3, device: torch.device) -> ShiftMask:
     region = torch.zeros(1, *grid, 1)
     label = 0
     for sd in _shift_slices(window[0], shift[0]):
