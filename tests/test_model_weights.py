@@ -1,7 +1,7 @@
 """Weights: Kinetics-400 Video Swin, the authors' KVQ and our layout (docs/design.md, *Weights*).
 
 Neither foreign file can be downloaded here: the tests write files of the same layout (keys and
-shapes from tests/data/*.tsv, copied from shared/reference) filled with random values.
+shapes from tests/data/*.tsv, the key lists of the published files) filled with random values.
 """
 
 from __future__ import annotations
@@ -173,3 +173,61 @@ def test_load_model_needs_our_config(tmp_path):
     save_file({"quality_head.fc_hid.weight": torch.zeros(1)}, str(tmp_path / "bare.safetensors"))
     with pytest.raises(WeightsError, match="no kvq config"):
         load_model(tmp_path / "bare.safetensors")
+
+
+@pytest.fixture(scope="module")
+def k400_file(tmp_path_factory, kvq_t, reference_keys):
+    state = with_index(random_checkpoint(reference_keys("video_swin_t_k400_keys.tsv")), kvq_t, "")
+    path = tmp_path_factory.mktemp("k400") / "swin_tiny_k400.pth"
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def test_one_route_refuses_weights_that_leave_heads_at_initialisation(k400_file, tmp_path):
+    with pytest.raises(WeightsError) as refused:
+        kvq.models.load(k400_file)  # default arch kvq-t, strict
+    message = str(refused.value)
+    assert str(k400_file) in message and "at initialisation" in message
+    assert "quality_head" in message and "saliency_head" in message
+    assert "--allow-partial-weights" in message
+    model, meta = kvq.models.load(k400_file, strict=False)
+    assert meta["report"].layout == "video-swin-k400" and meta["path"] == str(k400_file)
+    assert any(k.startswith("quality_head.") for k in meta["report"].initialised)
+    assert not model.training
+
+
+def test_one_route_rebuilds_our_own_weights_and_checks_their_normalisation(tmp_path):
+    torch.manual_seed(0)
+    tiny = kvq.build_model("kvq-xs", embed_dim=24, depths=(1, 1, 2, 1))
+    path = save_pretrained(tiny, tmp_path / "own.safetensors", {"input": {"size": [64, 64]}})
+    model, meta = kvq.models.load(path, arch="kvq-t")  # the header decides, not arch
+    assert meta["normalization"] == {
+        "mean": [123.675, 116.28, 103.53],
+        "std": [58.395, 57.12, 57.375],
+    }
+    assert model.config == tiny.config and meta["report"].ok and meta["input"] == {"size": [64, 64]}
+    other = save_pretrained(
+        tiny,
+        tmp_path / "other.safetensors",
+        {"normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}},
+    )
+    with pytest.raises(WeightsError, match="expects input normalised"):
+        kvq.models.load(other)
+
+
+@pytest.mark.slow
+def test_kvq_score_refuses_a_kinetics_backbone_unless_asked(k400_file, tmp_path, capsys):
+    from PIL import Image
+
+    from kvq.cli.main import main
+
+    image = tmp_path / "grey.png"
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(image)
+    args = ["score", str(image), "--weights", str(k400_file), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quality_head" in err and "at initialisation" in err
+    assert main([*args, "--allow-partial-weights"]) == 0
+    captured = capsys.readouterr()
+    assert "left" in captured.err and "at initialisation" in captured.err  # the load report
+    assert "grey.png" in captured.out

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from kvq.cli.common import CLIError, check_writable_folder, checked_device
+from kvq.cli.common import (
+    CLIError,
+    check_writable_folder,
+    checked_device,
+    non_negative_int,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument(
+        "--output-dir",
         "--output",
+        dest="output",
+        metavar="DIR",
         default="kvq_eval",
         help="folder for CSV, JSON and PNG files (created once a set has been scored)",
     )
@@ -49,8 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="square input size (default: the weights' own)")
     p.add_argument("--view", help="spatial view (resize, center_crop, fragments, …)")
     p.add_argument("--num-clips", type=int, help="clips averaged per video")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="videos per model batch")
+    p.add_argument(
+        "--workers",
+        "--num-workers",
+        dest="num_workers",
+        type=non_negative_int,
+        default=2,
+        help="decoding processes",
+    )
+    p.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="evaluate weights that leave parts of the model at initialisation",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run)
 
@@ -74,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None or not args.sets:
         raise CLIError("WEIGHTS and --sets are required (or --list; see kvq eval --help)")
     device = checked_device(args.device)  # before the weights are loaded
-    check_writable_folder(args.output, "--output")  # creates nothing
+    check_writable_folder(args.output, "--output-dir")  # creates nothing
     try:
         model, spec = load_for_eval(args)
     except (WeightsError, ValueError) as err:
@@ -153,19 +174,17 @@ def load_for_eval(args: argparse.Namespace):
     """The model and the clip spec to score with: the weights' own input settings (from their
     header), overridden by ``--size``, ``--view`` and ``--num-clips``."""
     import dataclasses
+    import sys
 
-    from kvq.models import KVQConfig, KVQModel, build_model
-    from kvq.models.pretrained import load_state, read_state_dict
+    from kvq.models import load
+    from kvq.models.pretrained import header_section
     from kvq.video import ClipSpec
 
-    state, header = read_state_dict(args.weights)
-    if "model" in header:
-        model = KVQModel(KVQConfig.from_dict(header["model"]))
-    else:  # e.g. the authors' checkpoint: the architecture comes from --arch
-        model = build_model(args.arch)
-    load_state(model, state, str(args.weights), strict=True)
-    fields = {f.name for f in dataclasses.fields(ClipSpec)}
-    spec = ClipSpec(**{k: v for k, v in header.get("input", {}).items() if k in fields})
+    # The architecture comes from the header, or from --arch for e.g. the authors' checkpoint.
+    model, meta = load(args.weights, args.arch, strict=not args.allow_partial_weights)
+    if meta["report"].initialised or not meta["report"].ok:
+        print(meta["report"], file=sys.stderr)
+    spec = header_section(meta["path"], meta, "input", ClipSpec)
     changes = {
         "size": (args.size, args.size) if args.size else None,
         "view": args.view,

@@ -48,7 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one or more weights (safetensors, or foreign .pth with --arch)",
     )
     e.add_argument("--names", nargs="+", help="row names, one per weights (e.g. IWA CWA FWA)")
-    e.add_argument("--out", default="kvq_lpvq", help="folder for tables, JSON and figures")
+    e.add_argument(
+        "--output-dir",
+        "--out",
+        dest="out",
+        metavar="DIR",
+        default="kvq_lpvq",
+        help="folder for tables, JSON and figures",
+    )
     e.add_argument("--frames", type=int, default=16, help="frames of the static clip (paper: 16)")
     e.add_argument(
         "--size",

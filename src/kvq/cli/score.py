@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights", default=None, help="weights name or file (default: kvq-lite-synth, bundled)"
     )
     p.add_argument("--arch", default="kvq-t", help="architecture for foreign .pth checkpoints")
+    p.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="score with weights that leave parts of the model at initialisation (e.g. a "
+        "Kinetics-400 backbone without KVQ heads: its scores mean nothing); prints the load report",
+    )
     p.add_argument("--out", default=None, help="results file: .jsonl, .csv or .json (resumable)")
     p.add_argument(
         "--maps",
@@ -165,7 +171,8 @@ def _load_predictor(args: argparse.Namespace):
 
     device = checked_device(args.device)
     try:  # weights that are not a quality model say so on stderr (a warning of kvq.load)
-        return load(args.weights or DEFAULT_WEIGHTS, device=device, arch=args.arch)
+        weights = args.weights or DEFAULT_WEIGHTS
+        return load(weights, device, args.arch, strict=not args.allow_partial_weights)
     except WeightsError as err:
         raise CLIError(err) from None
 

@@ -4,6 +4,7 @@ from kvq.models.kvq import KVQConfig, KVQModel, KVQOutput
 from kvq.models.pretrained import (
     LoadReport,
     WeightsError,
+    load,
     load_model,
     load_pretrained,
     save_pretrained,
@@ -19,6 +20,7 @@ __all__ = [
     "build_model",
     "get_config",
     "list_models",
+    "load",
     "load_model",
     "load_pretrained",
     "save_pretrained",

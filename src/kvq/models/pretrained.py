@@ -370,7 +370,12 @@ def save_pretrained(
     from safetensors.torch import save_file
 
     path = Path(path)
-    header = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(metadata or {})}
+    header = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "normalization": normalization_header(),
+        **(metadata or {}),
+    }
     status = weights_status(path, header)
     if status is not None:  # written into the file, so that every later load says so too
         log.warning("%s: saved as not a quality model: %s", path, status)
@@ -387,11 +392,107 @@ def save_pretrained(
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[KVQModel, dict]:
+def load(
+    name_or_path: str | Path,
+    arch: str | None = None,
+    strict: bool = True,
+    device: str | torch.device = "cpu",
+) -> tuple[KVQModel, dict]:
+    """The one way to get a model from weights: bundled weights by name
+    (:data:`kvq.models.bundled.BUNDLED`) or a file → ``(model in eval mode, metadata)``.
+
+    Our safetensors rebuild the architecture their header names (``arch`` is not needed);
+    other files — the authors' KVQ checkpoint, a Kinetics-400 Video Swin — load into ``arch``
+    (default ``kvq-t``). With ``strict`` (the default) weights that leave any of the model's
+    tensors at initialisation (a Kinetics-400 backbone has no KVQ heads), or hold tensors the
+    model has no place for, raise :class:`WeightsError` naming them: such a model's score
+    means nothing. ``strict=False`` loads them anyway.
+
+    ``metadata`` is the file's JSON config (``{}`` for foreign files) with ``"path"`` (the
+    file read) and ``"report"`` (the :class:`LoadReport`) added.
+    """
+    from kvq.models.bundled import BUNDLED
+    from kvq.models.registry import build_model
+
+    name = str(name_or_path)
+    path = BUNDLED[name].path if name in BUNDLED else Path(name_or_path)
+    if not path.exists():
+        raise WeightsError(
+            f"{name}: no such weights file, nor bundled weights ({', '.join(BUNDLED)})"
+        )
+    state, header = read_state_dict(path)
+    if "model" in header:
+        model, header = load_model(path, state=state, header=header)
+        report = LoadReport(str(path), "kvq", loaded=list(model.state_dict()))
+    else:
+        model = build_model(arch or "kvq-t")
+        report = load_state(model, state, str(path))
+        left = [k for k in report.initialised if not k.endswith(DERIVED_SUFFIX)]
+        if strict and (left or not report.ok):
+            raise WeightsError(_partial_weights_message(path, arch or "kvq-t", report, left))
+    check_normalization(path, header)
+    return model.to(device).eval(), {**header, "path": str(path), "report": report}
+
+
+def _partial_weights_message(path: Path, arch: str, report: LoadReport, left: list[str]) -> str:
+    parts = []
+    if left:
+        modules = sorted({k.split(".")[0] for k in left})
+        parts.append(
+            f"they leave {len(left)} tensor(s) of {arch} at initialisation "
+            f"(in {', '.join(modules)})"
+        )
+    if report.missing:
+        parts.append(f"{len(report.missing)} tensor(s) missing ({', '.join(report.missing[:3])})")
+    if report.unexpected:
+        parts.append(
+            f"{len(report.unexpected)} with no place in {arch} ({', '.join(report.unexpected[:3])})"
+        )
+    return (
+        f"{path}: read as {LAYOUTS[report.layout]}, but {'; '.join(parts)}: they cannot score "
+        "on their own. Train from them (kvq train --pretrained FILE), or load them anyway "
+        "(kvq score --allow-partial-weights, kvq.models.load(..., strict=False))"
+    )
+
+
+def normalization_header() -> dict[str, list[float]]:
+    """How kvq normalises a model's input (ImageNet mean and std of RGB in 0–255): written into
+    every weights header, so that weights trained with another normalisation are refused."""
+    from kvq.video.clip import MEAN, STD
+
+    return {"mean": list(MEAN), "std": list(STD)}
+
+
+def check_normalization(path: str | Path, header: dict) -> None:
+    """Raise :class:`WeightsError` if ``header`` declares an input normalisation other than
+    kvq's (:func:`normalization_header`); headers without one are from before it was recorded."""
+    declared = header.get("normalization")
+    if declared is None:
+        return
+    expected = normalization_header()
+    if not isinstance(declared, dict) or any(
+        not isinstance(declared.get(k), list)
+        or len(declared[k]) != 3
+        or any(abs(float(a) - b) > 1e-3 for a, b in zip(declared[k], expected[k]))
+        for k in expected
+    ):
+        raise WeightsError(
+            f"{path}: its model expects input normalised with {declared!r}, but kvq normalises "
+            f"with {expected}"
+        )
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    state: dict[str, Tensor] | None = None,
+    header: dict | None = None,
+) -> tuple[KVQModel, dict]:
     """Rebuild the model stored in one of our safetensors files → ``(model in eval mode,
     the file's JSON config)``. A config that does not fit :class:`KVQConfig` raises
     :class:`WeightsError`."""
-    state, header = read_state_dict(path)
+    if state is None or header is None:  # (``state``/``header``: the file, already read)
+        state, header = read_state_dict(path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if "model" not in header:
         raise WeightsError(

@@ -3,7 +3,6 @@
 from kvq.runtime import DeviceError, resolve_device
 from kvq.scoring.predictor import (
     DEFAULT_WEIGHTS,
-    PRETRAINED,
     Calibration,
     Predictor,
     ScoreResult,
@@ -13,7 +12,6 @@ from kvq.scoring.predictor import (
 
 __all__ = [
     "DEFAULT_WEIGHTS",
-    "PRETRAINED",
     "Calibration",
     "DeviceError",
     "Predictor",

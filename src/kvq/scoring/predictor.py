@@ -19,16 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvq.models import KVQModel, WeightsError, build_model, load_model, load_pretrained
-from kvq.models.bundled import BUNDLED, DEFAULT_WEIGHTS
+from kvq.models import KVQModel
+from kvq.models import load as load_model_weights
+from kvq.models.bundled import DEFAULT_WEIGHTS
 from kvq.models.pretrained import header_section, weights_status
 from kvq.runtime import resolve_device
 from kvq.video import ClipSpec, VideoError, read_clip, to_model_input
 
 log = logging.getLogger(__name__)
-
-# Bundled weights by name → file; the first is the default of ``kvq.load()`` and ``kvq score``.
-PRETRAINED: dict[str, Path] = {name: w.path for name, w in BUNDLED.items()}
 
 
 @dataclass(frozen=True)
@@ -311,33 +309,33 @@ def load(
     name_or_path: str | Path = DEFAULT_WEIGHTS,
     device: str | torch.device = "auto",
     arch: str = "kvq-t",
+    strict: bool = True,
 ) -> Predictor:
-    """A :class:`Predictor` from bundled weights (a name in :data:`PRETRAINED`) or a file.
+    """A :class:`Predictor` from bundled weights (a name in :data:`kvq.models.bundled.BUNDLED`)
+    or a file, read by :func:`kvq.models.load`.
 
     Our safetensors carry their architecture, input spec and calibration. Foreign checkpoints
     (the authors' KVQ, Kinetics Video Swin) are loaded into ``arch`` with the paper's input
     spec (32 frames at 448², resize) and no calibration (raw scores). Weights that cannot be
-    read or used, their header included, raise :class:`~kvq.models.WeightsError` here, before
-    anything is scored.
+    read or used, their header included — and, with ``strict``, weights that leave parts of
+    the model at initialisation — raise :class:`~kvq.models.WeightsError` here, before
+    anything is scored. Without ``strict`` such weights load with a warning that gives the
+    load report.
     """
-    name = str(name_or_path)
-    path = PRETRAINED[name] if name in PRETRAINED else Path(name_or_path)
-    if not path.exists():
-        raise WeightsError(
-            f"{name}: no such weights file, nor bundled weights ({', '.join(PRETRAINED)})"
-        )
-    status = None
-    if path.suffix == ".safetensors":
-        model, header = load_model(path)
-        spec = header_section(path, header, "input", ClipSpec)
-        calibration = header_section(path, header, "calibration", Calibration)
-        status = weights_status(path, header)
-    else:
-        model = build_model(arch)
-        load_pretrained(model, path)
-        spec, calibration = ClipSpec(), Calibration()
+    model, meta = load_model_weights(name_or_path, arch=arch, strict=strict)
+    path, report = meta["path"], meta["report"]
+    if report.initialised or not report.ok:
+        log.warning("%s", report)  # what was loaded and what was left at initialisation
+    spec = header_section(path, meta, "input", ClipSpec)
+    calibration = header_section(path, meta, "calibration", Calibration)
     return Predictor(
-        model, spec, calibration, device, name=name, weights_id=weights_id(path), status=status
+        model,
+        spec,
+        calibration,
+        device,
+        name=str(name_or_path),
+        weights_id=weights_id(path),
+        status=weights_status(path, meta),
     )
 
 

@@ -32,7 +32,7 @@ from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, c
 from kvq.data.labels import read_groups
 from kvq.eval.metrics import MetricError
 from kvq.fileio import slug
-from kvq.models import build_model, load_pretrained, save_pretrained
+from kvq.models import build_model, load, load_pretrained, save_pretrained
 from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
@@ -529,10 +529,8 @@ class Trainer:
         best = self.out / "best.safetensors"
         if is_distributed():
             torch.distributed.barrier()  # rank 0 has finished writing best.safetensors
-        if best.exists():
-            model = build_model(self.config.model.arch, **self.config.model.overrides)
-            load_pretrained(model, best, strict=True)
-            model.to(self.device)
+        if best.exists():  # read back as any user reads it: the one weights route
+            model, _ = load(best, device=self.device)
         results = {}
         for part in self.data.tests:
             preds = self._predict(model, part)
