@@ -112,3 +112,20 @@ def test_a_new_data_root_moves_the_label_paths_below_the_old_one(tmp_path):
     assert load_config(config, {"data": {"data_root": "/new"}}).data.train == "corpus/a.txt"
     # Without a new data_root nothing moves.
     assert load_config(shipped).data.val == "data/synth/labels/val.txt"
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        ({"attnetion": "iwa"}, "unknown key(s) ['attnetion']; KVQConfig fields: ['attention'"),
+        ({"attention": "xyz"}, "attention must be one of"),
+        ({"topk": "many"}, "model.overrides.topk: expected"),
+        ({"prior_chunk": 8}, "runtime settings, not architecture"),
+    ],
+)
+def test_model_overrides_are_typed_kvq_config_fields(overrides, says):
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict({"model": {"arch": "kvq-xs", "overrides": overrides}})
+    assert says in str(refused.value)
+    good = config_from_dict({"model": {"arch": "kvq-xs", "overrides": {"depths": [2, 2, 2, 2]}}})
+    assert good.model.overrides == {"depths": (2, 2, 2, 2)}

@@ -38,6 +38,37 @@ class ModelSection:
     grad_checkpointing: bool = False
     freeze_stem: bool = False
 
+    def __post_init__(self) -> None:
+        # Overrides are KVQConfig fields, typed and checked here: a typo is a config error
+        # naming the valid keys, not a TypeError when the model is built.
+        from kvq.models import get_config, list_models
+        from kvq.models.kvq import KVQConfig
+
+        if self.arch not in list_models():
+            raise ConfigError(f"model.arch: unknown {self.arch!r}; known: {list_models()}")
+        hints = typing.get_type_hints(KVQConfig)
+        names = {f.name for f in dataclasses.fields(KVQConfig) if f.init}
+        runtime = sorted(set(self.overrides) & KVQConfig.LEGACY_FIELDS)
+        if runtime:
+            raise ConfigError(
+                f"model.overrides: {runtime} are runtime settings, not architecture "
+                "(gradient checkpointing: model.grad_checkpointing)"
+            )
+        unknown = sorted(set(self.overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"model.overrides: unknown key(s) {unknown}; KVQConfig fields: {sorted(names)}"
+            )
+        typed = {
+            key: _convert(hints[key], value, f"model.overrides.{key}")
+            for key, value in self.overrides.items()
+        }
+        try:
+            get_config(self.arch, **typed)  # values the architecture refuses, refused now
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.overrides: {err}") from None
+        object.__setattr__(self, "overrides", typed)
+
 
 @dataclass(frozen=True)
 class DataSection:
