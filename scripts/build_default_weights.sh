@@ -10,9 +10,9 @@ scripts/collect_sources.sh data/sources
 kvq synth data/synth --sources data/sources --num-videos 686 --workers 2
 kvq train configs/default_weights.yaml
 kvq eval runs/default_weights/best.safetensors --sets data/synth/labels/test.txt \
-    --data-root data/synth --output runs/default_weights/eval_test --device cpu
+    --data-root data/synth --output-dir runs/default_weights/eval_test --device cpu
 kvq lpvq eval --images data/synth --labels data/synth/labels/test_stills.txt \
     --weights runs/default_weights/best.safetensors --size native --view fragments \
-    --out runs/default_weights/lpvq_test --no-figures
+    --output-dir runs/default_weights/lpvq_test --no-figures
 python scripts/export_weights.py runs/default_weights/best.safetensors \
     src/kvq/weights/kvq-lite-synth.safetensors

@@ -51,7 +51,7 @@ def test_smallest_end_to_end_run_of_the_readme(tmp_path):
 
     evaluated = run / "eval"
     argv = ["eval", str(weights), "--sets", str(syn / "labels" / "test.txt"), "--data-root"]
-    argv += [str(syn), "--output", str(evaluated), "--num-workers", "0", "--device", "cpu"]
+    argv += [str(syn), "--output-dir", str(evaluated), "--workers", "0", "--device", "cpu"]
     assert main(argv) == 0
     metrics = json.loads((evaluated / "metrics.json").read_text())["sets"]["test"]
     assert metrics["n"] == 4 and _finite(metrics, ("srcc", "plcc", "krcc", "rmse"))
