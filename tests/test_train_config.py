@@ -129,3 +129,12 @@ def test_model_overrides_are_typed_kvq_config_fields(overrides, says):
     assert says in str(refused.value)
     good = config_from_dict({"model": {"arch": "kvq-xs", "overrides": {"depths": [2, 2, 2, 2]}}})
     assert good.model.overrides == {"depths": (2, 2, 2, 2)}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_from_scratch_configs_use_a_backbone_rate_that_can_learn(path):
+    # Measured (scripts/learnability_probe.py): a randomly initialised backbone learns nothing
+    # at 3e-4 or more, and learns at 1e-4 or less.
+    config = load_config(path)
+    if config.model.pretrained is None:
+        assert config.optim.lr * config.optim.backbone_lr_mult <= 1e-4, path.name
