@@ -17,7 +17,7 @@ CALIBRATION = {"a": 2.0, "b": 3.0, "low": 1.0, "high": 5.0, "scale": "MOS 1-5"}
 
 @pytest.fixture(scope="session")
 def reference_keys():
-    """Read a checkpoint key list (tests/data/*.tsv: the key lists of the published checkpoints) → {key: shape}."""
+    """Read the key list of a published checkpoint (tests/data/*.tsv) → {key: shape}."""
 
     def read(name: str) -> dict[str, tuple[int, ...]]:
         keys = {}
