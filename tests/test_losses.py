@@ -202,3 +202,23 @@ def test_group_rank_term_is_weighted_into_the_total():
     on = KVQLoss(LossConfig(group_rank_weight=2.0))(score, mos, groups=groups)
     assert off.group_rank == 0
     torch.testing.assert_close(on.total, off.total + 2.0 * rank_loss(score, mos, groups))
+
+
+def test_local_label_loss_follows_region_labels_and_skips_flat_ones():
+    from kvq.train.losses import local_label_loss
+
+    torch.manual_seed(0)
+    labels = torch.rand(3, 7, 7) * 4 + 1
+    labels[1] = 3.0  # flat: no spatial signal
+    labels[2] = float("nan")  # no region labels
+    q = labels[:1, None].repeat(1, 4, 1, 1) * 0.1  # (1, T', 7, 7): the first video's pattern
+    q = torch.cat([q, torch.randn(2, 4, 7, 7)])
+    assert local_label_loss(q, labels).item() == pytest.approx(0.0, abs=1e-5)
+    assert local_label_loss(-q, labels).item() == pytest.approx(2.0, abs=1e-5)
+    # A finer map is pooled to the label grid; a batch without usable labels gives 0.
+    fine = torch.nn.functional.interpolate(q[:1], size=(14, 14), mode="nearest")
+    assert local_label_loss(fine, labels[:1]).item() == pytest.approx(0.0, abs=1e-5)
+    q = q.requires_grad_()
+    flat = local_label_loss(q[1:], labels[1:])
+    flat.backward()
+    assert flat.item() == 0.0 and q.grad is not None

@@ -86,11 +86,13 @@ class DataSection:
     videos (the same content at several severities), ranked inside each group by
     ``loss.group_rank_weight``. ``stem_cache_views`` > 0 (with ``model.freeze_stem``): compute
     the frozen stem's output for that many random views of every training video once, and
-    train on them (:mod:`kvq.train.stem_cache`).
+    train on them (:mod:`kvq.train.stem_cache`). ``train_local``: region labels of training
+    videos (an LPVQ label file, :func:`~kvq.data.labels.read_lpvq_labels`) for
+    ``loss.local_label_weight``; videos it does not list have none.
 
-    Label-file paths (and ``labels_root``, ``train_groups``) are relative to the current
-    folder; a ``data_root`` override (``kvq train --data-root``) moves those below the file's
-    ``data_root`` with it (:func:`move_data_paths`).
+    Label-file paths (and ``labels_root``, ``train_groups``, ``train_local``) are relative to
+    the current folder; a ``data_root`` override (``kvq train --data-root``) moves those below
+    the file's ``data_root`` with it (:func:`move_data_paths`).
     """
 
     data_root: str = "."
@@ -108,6 +110,7 @@ class DataSection:
     score_range: tuple[float, float] | None = None
     score_scale: str = "MOS"
     train_groups: str | None = None
+    train_local: str | None = None
     group_size: int = 4
     stem_cache_views: int = 0
 
@@ -166,6 +169,8 @@ class TrainConfig:
             raise ConfigError("data.stem_cache_views needs model.freeze_stem: true")
         if self.loss.group_rank_weight and self.data.train_groups is None:
             raise ConfigError("loss.group_rank_weight needs data.train_groups (a group file)")
+        if self.loss.local_label_weight and self.data.train_local is None:
+            raise ConfigError("loss.local_label_weight needs data.train_local (region labels)")
         if self.data.train_groups is not None and self.optim.batch_size % self.data.group_size:
             raise ConfigError(
                 f"optim.batch_size {self.optim.batch_size} must be a multiple of "
@@ -271,7 +276,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
 
 # Data paths that move with data_root: label files (registered set names are left alone),
 # the folder of registered sets' label files, and the group file.
-_MOVING_PATHS = ("labels_root", "train", "val", "test", "train_groups")
+_MOVING_PATHS = ("labels_root", "train", "val", "test", "train_groups", "train_local")
 
 
 def move_data_paths(data: dict, new_root: str) -> dict:

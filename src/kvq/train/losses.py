@@ -116,6 +116,26 @@ def assemble_cube_scores(
     return q_hat
 
 
+# Region labels that vary less than this (MOS units, std over the cells) carry no spatial signal
+# to learn from: a whole-frame distortion of flat content. Their z-scores would be noise.
+LOCAL_LABEL_MIN_STD = 0.05
+
+
+def local_label_loss(q: Tensor, labels: Tensor) -> Tensor:
+    """``1 − Pearson`` per video between its quality map ``q`` ``(B, T', H', W')``, averaged
+    over time and pooled to the grid of ``labels`` ``(B, G, G)`` (NaN: a video without region
+    labels), and those labels; the mean over the videos whose labels vary (zero if none do)."""
+    grid = labels.shape[-2:]
+    cells = F.adaptive_avg_pool2d(q.float().mean(dim=1), grid).flatten(1)
+    labels = labels.to(cells).flatten(1)
+    usable = torch.isfinite(labels).all(dim=1)
+    usable &= torch.nan_to_num(labels).std(dim=1) >= LOCAL_LABEL_MIN_STD
+    if not usable.any():
+        return cells.sum() * 0.0  # keeps the graph (DDP needs every rank to backpropagate)
+    a, b = _zscore(cells[usable], dim=1), _zscore(labels[usable], dim=1)
+    return (1 - F.cosine_similarity(a, b, dim=1, eps=_EPS)).mean()
+
+
 def lpc_loss(q: Tensor, q_hat: Tensor) -> Tensor:
     """``1 − Pearson(Q, Q̂)`` per video (z-normalised maps, cosine), averaged over the batch."""
     q = _zscore(q.float().flatten(1), dim=1)
@@ -129,12 +149,17 @@ class LossConfig:
 
     ``group_rank_weight``: the rank loss once more, over pairs of the same group only (the same
     content at several severities; needs the training set's groups, ``data.train_groups``).
+    ``local_label_weight``: ``1 − Pearson`` between each video's quality map (averaged over
+    time, pooled to the label grid) and its measured region labels (``data.train_local``) —
+    not part of the paper, whose region protocol (LPVQ) is zero-shot: weights trained with it
+    are no longer zero-shot on region labels of the same kind.
     """
 
     rank_weight: float = 0.5
     lpc_weight: float = 0.05
     lpc_cube: tuple[int, int, int] = (2, 32, 32)
     group_rank_weight: float = 0.0
+    local_label_weight: float = 0.0
 
 
 @dataclass
@@ -146,9 +171,10 @@ class LossTerms:
     rank: Tensor
     lpc: Tensor
     group_rank: Tensor
+    local_label: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        names = ("total", "plcc", "rank", "lpc", "group_rank")
+        names = ("total", "plcc", "rank", "lpc", "group_rank", "local_label")
         return {k: getattr(self, k).item() for k in names}
 
 
@@ -169,6 +195,7 @@ class KVQLoss:
         q: Tensor | None = None,
         q_hat: Tensor | None = None,
         groups: Tensor | None = None,
+        local_labels: Tensor | None = None,
     ) -> LossTerms:
         score, mos = gather_batch(score.float()), gather_batch(mos.float())
         plcc = plcc_loss(score, mos)
@@ -182,4 +209,15 @@ class KVQLoss:
         if self.config.group_rank_weight and groups is not None:
             group_rank = rank_loss(score, mos, gather_batch(groups))
             total = total + self.config.group_rank_weight * group_rank
-        return LossTerms(total, plcc.detach(), rank.detach(), lpc.detach(), group_rank.detach())
+        local_label = torch.zeros((), device=score.device)
+        if self.config.local_label_weight and q is not None and local_labels is not None:
+            local_label = local_label_loss(q, local_labels)  # per video, like the LPC term
+            total = total + self.config.local_label_weight * local_label
+        return LossTerms(
+            total,
+            plcc.detach(),
+            rank.detach(),
+            lpc.detach(),
+            group_rank.detach(),
+            local_label.detach(),
+        )

@@ -29,7 +29,7 @@ import yaml
 from torch import Tensor, nn
 
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
-from kvq.data.labels import read_groups
+from kvq.data.labels import LPVQ_GRID, read_groups, read_lpvq_labels
 from kvq.eval.metrics import MetricError
 from kvq.fileio import slug
 from kvq.models import build_model, load, load_pretrained, save_pretrained
@@ -163,6 +163,7 @@ class Trainer:
             )
         )
         self.groups = self._train_groups()
+        self.local_labels = self._train_local_labels()
         if self.groups is None:
             self.sampler = EpochSampler(
                 len(self.data.train.labels),
@@ -238,6 +239,20 @@ class Trainer:
         ]
         return np.asarray(groups, dtype=np.int64)
 
+    def _train_local_labels(self) -> Tensor | None:
+        """Region labels ``(N, 7, 7)`` of the training videos (``data.train_local``; NaN for a
+        video the file does not list), or None."""
+        if self.config.data.train_local is None or not self.config.loss.local_label_weight:
+            return None
+        by_path = read_lpvq_labels(self.config.data.train_local)
+        blank = np.full((LPVQ_GRID, LPVQ_GRID), np.nan)
+        grids = [by_path.get(label.path, blank) for label in self.data.train.labels]
+        if all(np.isnan(g).all() for g in grids):
+            raise TrainError(
+                f"{self.config.data.train_local} has region labels for none of the training videos"
+            )
+        return torch.from_numpy(np.stack(grids)).float()
+
     def _stem_cache(self) -> StemCacheDataset:
         """Build (or reuse) the stem cache of the training set (``data.stem_cache_views``)."""
         config = self.config
@@ -263,9 +278,13 @@ class Trainer:
         if not self.env.is_main:
             return
         path = self.out / name
-        new = not path.exists()
+        new = not path.exists() or path.stat().st_size == 0
+        fields = list(row)
+        if not new:  # a resumed run keeps the file's columns (a newer kvq may log more terms)
+            with path.open(newline="") as f:
+                fields = next(csv.reader(f), fields)
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -445,7 +464,10 @@ class Trainer:
         self.forward.train()
         with autocast(self.device, self.amp_dtype):
             score, q, q_hat = self.forward(x, cubes)
-        terms = self.loss(score, mos, q, q_hat, groups)
+        local = None
+        if self.local_labels is not None:
+            local = self.local_labels[batch["index"]].to(self.device)
+        terms = self.loss(score, mos, q, q_hat, groups, local)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms.total).backward()
         if self.config.optim.grad_clip:
