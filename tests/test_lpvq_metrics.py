@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kvq.eval.lpvq import lpvq_metrics, pool_to_lpvq_grid
 from kvq.eval.metrics import MetricError
+from kvq.lpvq.metrics import lpvq_metrics
 
 
 def random_campaign(seed: int, images: int = 12) -> tuple[dict, dict]:
@@ -75,21 +75,6 @@ def test_constant_grids_are_left_out_of_the_intra_mean():
     expected = np.mean([stats.spearmanr(predicted[n].ravel(), labels[n].ravel())[0] for n in rest])
     assert got.intra_srcc == pytest.approx(expected, abs=1e-12)
     assert np.isfinite(got.inter_srcc)
-
-
-def test_pool_to_grid_matches_explicit_block_means():
-    rng = np.random.default_rng(6)
-    q = rng.normal(size=(16, 14, 14))
-    expected = np.empty((7, 7))
-    for r in range(7):
-        for c in range(7):
-            expected[r, c] = q[:, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].mean()
-    np.testing.assert_allclose(pool_to_lpvq_grid(q), expected, atol=1e-12)
-    np.testing.assert_allclose(pool_to_lpvq_grid(q[0, :7, :7]), q[0, :7, :7])
-    with pytest.raises(MetricError, match="multiples of 7"):
-        pool_to_lpvq_grid(np.zeros((16, 12, 14)))
-    with pytest.raises(MetricError):
-        pool_to_lpvq_grid(np.zeros(49))
 
 
 @pytest.mark.parametrize(

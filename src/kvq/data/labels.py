@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-LPVQ_GRID = 7
+from kvq.lpvq.grid import LPVQ_GRID  # kept importable from here for the annotation app
+
 _CELL = re.compile(r"\((\d+)\s*,\s*(\d+)\)\s*:\s*([-+0-9.eE]+)")
 
 

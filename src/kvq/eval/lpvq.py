@@ -1,110 +1,13 @@
-"""LPVQ local-perception metrics (docs/design.md, *Evaluation*; supplement §3.2 and Tab. 9).
+"""Former home of the LPVQ metrics, kept because docs named it: they live in
+:mod:`kvq.lpvq.metrics` and the 7×7 pooling in :mod:`kvq.lpvq.grid`.
 
-Every image has a labelled 7×7 grid of patch MOS and a predicted 7×7 grid (the model's local
-quality map Q averaged over time and average-pooled to 7×7, see :func:`pool_to_lpvq_grid`).
-Cells pair up by position (row-major, ``(r, c)`` from 0).
-
-* **Intra-sample** SRCC / PLCC: the correlation between the 49 predicted and the 49 labelled
-  cells of *one* image, computed per image and then averaged (arithmetic mean) over images. It
-  asks whether the model ranks the regions *within* an image correctly. An image whose
-  predicted or labelled grid is constant has no defined correlation; it is left out of the mean
-  and counted in ``num_undefined``.
-* **Inter-sample** SRCC / PLCC: one correlation over the cells of *all* images pooled
-  (49 × num_images pairs). It also asks whether a region of a good image scores above a region
-  of a bad one.
-
-PLCC is the Pearson correlation of the raw values: the linear rescale of the FAST-VQA protocol
-does not change it. SRCC ranks ties by their average rank (scores come in 0.5 steps, so ties
-are common). Both come from :mod:`kvq.eval.metrics`.
+``pool_to_lpvq_grid`` is :func:`kvq.lpvq.grid.local_grid`, the pooling ``kvq lpvq eval`` uses
+(the same 2×2 block mean on a 14×14 map; other sizes are pooled adaptively, no longer refused).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from kvq.lpvq.grid import local_grid as pool_to_lpvq_grid
+from kvq.lpvq.metrics import LpvqImageResult, LpvqMetrics, lpvq_metrics
 
-import numpy as np
-
-from kvq.data.labels import LPVQ_GRID
-from kvq.eval.metrics import MetricError, plcc, srcc
-
-
-@dataclass(frozen=True)
-class LpvqImageResult:
-    """Intra-sample correlations of one image (NaN where undefined)."""
-
-    name: str
-    srcc: float
-    plcc: float
-
-
-@dataclass(frozen=True)
-class LpvqMetrics:
-    """Inter- and intra-sample SRCC/PLCC over ``num_images`` images, with per-image rows."""
-
-    inter_srcc: float
-    inter_plcc: float
-    intra_srcc: float
-    intra_plcc: float
-    num_images: int
-    num_undefined: int
-    per_image: tuple[LpvqImageResult, ...]
-
-
-def pool_to_lpvq_grid(local_quality: np.ndarray) -> np.ndarray:
-    """Local quality map → (7, 7) grid: mean over time, then mean over equal spatial blocks.
-
-    ``local_quality``: (T, H, W) or (H, W) with H and W multiples of 7 (14×14 at 448 input,
-    pooled 2×2; 7×7 at 224). Accepts numpy arrays and CPU tensors.
-    """
-    q = np.asarray(local_quality, dtype=np.float64)
-    if q.ndim == 3:
-        q = q.mean(axis=0)
-    if q.ndim != 2 or q.shape[0] % LPVQ_GRID or q.shape[1] % LPVQ_GRID or q.size == 0:
-        raise MetricError(f"expected a (T, H, W) or (H, W) map with H, W multiples of 7: {q.shape}")
-    bh, bw = q.shape[0] // LPVQ_GRID, q.shape[1] // LPVQ_GRID
-    return q.reshape(LPVQ_GRID, bh, LPVQ_GRID, bw).mean(axis=(1, 3))
-
-
-def _grid(name: str, what: str, grid: np.ndarray) -> np.ndarray:
-    g = np.asarray(grid, dtype=np.float64)
-    if g.shape != (LPVQ_GRID, LPVQ_GRID):
-        raise MetricError(f"{name}: the {what} grid must be 7×7, got shape {g.shape}")
-    if not np.isfinite(g).all():
-        raise MetricError(f"{name}: the {what} grid has non-finite values")
-    return g.ravel()
-
-
-def lpvq_metrics(
-    predicted: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]
-) -> LpvqMetrics:
-    """Inter- and intra-sample SRCC/PLCC of ``predicted`` against ``labels``.
-
-    Both map an image name to a (7, 7) grid. Every labelled image needs a prediction;
-    predictions of unlabelled images are ignored. Raises :class:`MetricError` on bad input.
-    """
-    if not labels:
-        raise MetricError("no labelled images")
-    missing = [name for name in labels if name not in predicted]
-    if missing:
-        raise MetricError(f"{len(missing)} labelled images have no prediction, e.g. {missing[0]}")
-    pred = {name: _grid(name, "predicted", predicted[name]) for name in labels}
-    true = {name: _grid(name, "labelled", labels[name]) for name in labels}
-    rows = tuple(
-        LpvqImageResult(name, srcc(pred[name], true[name]), plcc(pred[name], true[name]))
-        for name in labels
-    )
-    intra_s = np.array([r.srcc for r in rows])
-    intra_p = np.array([r.plcc for r in rows])
-    defined = ~(np.isnan(intra_s) | np.isnan(intra_p))
-    all_pred = np.concatenate(list(pred.values()))
-    all_true = np.concatenate(list(true.values()))
-    return LpvqMetrics(
-        inter_srcc=srcc(all_pred, all_true),
-        inter_plcc=plcc(all_pred, all_true),
-        intra_srcc=float(intra_s[defined].mean()) if defined.any() else float("nan"),
-        intra_plcc=float(intra_p[defined].mean()) if defined.any() else float("nan"),
-        num_images=len(rows),
-        num_undefined=int((~defined).sum()),
-        per_image=rows,
-    )
+__all__ = ["LpvqImageResult", "LpvqMetrics", "lpvq_metrics", "pool_to_lpvq_grid"]

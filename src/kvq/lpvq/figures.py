@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from kvq.data.labels import LPVQ_GRID
 from kvq.fileio import slug
+from kvq.lpvq.grid import LPVQ_GRID
 from kvq.lpvq.runner import LpvqRun
 from kvq.scoring.maps import QUALITY_COLOURS, colourize
 from kvq.video import ClipSpec, VideoError, load_clip

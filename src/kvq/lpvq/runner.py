@@ -3,9 +3,10 @@
 Each image becomes a static clip (``frames`` copies of the picture, resized to ``size``, aspect
 ratio not kept so that the 7×7 label grid and the model's grid cover the same regions; or, for
 fragment-trained weights, one native-resolution fragment per label cell); the
-model's local quality map Q is averaged over time and pooled to 7×7 (2×2 average pool from the
-14×14 map of a 448 input, adaptive average pooling for other sizes); the 49 cells are compared
-row-major with the labelled cells by :func:`kvq.eval.lpvq.lpvq_metrics`.
+model's local quality map Q is averaged over time and pooled to 7×7 by
+:func:`kvq.lpvq.grid.local_grid` (2×2 average pool from the 14×14 map of a 448 input, adaptive
+average pooling for other sizes); the 49 cells are compared row-major with the labelled cells by
+:func:`kvq.lpvq.metrics.lpvq_metrics`.
 
 Several weights ("variants", e.g. IWA / CWA / FWA) are evaluated on the same images: an image
 that any variant cannot read is skipped for all of them, so every row of the comparison uses the
@@ -23,10 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kvq.data.labels import LPVQ_GRID
-from kvq.eval.lpvq import LpvqMetrics, lpvq_metrics
+from kvq.lpvq.grid import LPVQ_GRID, local_grid
+from kvq.lpvq.metrics import LpvqMetrics, lpvq_metrics
 from kvq.runtime import resolve_device
-from kvq.scoring.maps import local_grid
 from kvq.scoring.predictor import Predictor, load
 from kvq.video import ClipSpec, VideoError, load_clip
 

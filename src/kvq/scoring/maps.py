@@ -30,11 +30,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
+from kvq.lpvq.grid import LPVQ_GRID, local_grid
 from kvq.scoring.predictor import Calibration, ScoreResult
 from kvq.video import ClipSpec, SpatialPlan, plan_view
 from kvq.video.decode import Deadline, decoded_frames, open_video, to_rgb
@@ -44,7 +43,6 @@ from kvq.video.decode import Deadline, decoded_frames, open_video, to_rgb
 SALIENCY_COLOURS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 QUALITY_COLOURS = ((215, 48, 39), (252, 141, 89), (254, 224, 139), (145, 207, 96), (26, 152, 80))
 CELL = 160  # pixels of one sheet panel's longer side
-LPVQ_GRID = 7
 SHEET_SUFFIX, VIDEO_SUFFIX = ".maps.png", ".maps.mp4"
 # Weights without a calibrated range (raw scores of foreign checkpoints) colour local quality
 # over this raw range, through the calibration's linear map: a fixed range all the same.
@@ -113,13 +111,6 @@ def colourize(values: np.ndarray, lo: float, hi: float, colours) -> np.ndarray:
     i = np.minimum(t.astype(int), len(anchors) - 2)
     frac = (t - i)[..., None]
     return (anchors[i] * (1 - frac) + anchors[i + 1] * frac).astype(np.uint8)
-
-
-def local_grid(quality: np.ndarray, grid: int = LPVQ_GRID) -> np.ndarray:
-    """Q ``(T', H', W')`` averaged over time and pooled to ``grid × grid`` (the LPVQ protocol:
-    14×14 → 2×2 average pool → 7×7; other sizes adaptively)."""
-    mean = torch.from_numpy(np.ascontiguousarray(quality.mean(axis=0)))[None, None]
-    return F.adaptive_avg_pool2d(mean, grid)[0, 0].numpy()
 
 
 def quality_range(calibration: Calibration) -> tuple[float, float]:

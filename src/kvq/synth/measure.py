@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from kvq.data.labels import LPVQ_GRID
+from kvq.lpvq.grid import LPVQ_GRID
 from kvq.synth.distortions import mix_channels
 from kvq.synth.errors import SynthError
 from kvq.synth.ffmpeg import ffmpeg_exe
