@@ -44,8 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mapping before PLCC/RMSE (FAST-VQA/KVQ protocol: linear)",
     )
     p.add_argument("--splits", type=int, default=0, help="also report N random-split means")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the --splits random splits")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of each random split held out"
+    )
     p.add_argument(
         "--output-dir",
         "--output",

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "filled by scripts/collect_sources.sh)",
     )
     p.add_argument("--small", action="store_true", help="test-sized preset (seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the corpus plan (same seed, same corpus)"
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--num-videos", type=int, default=None, help="override the preset's count")
     p.add_argument(
