@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import kvq.data.labels
-import kvq.eval.lpvq
 import kvq.scoring.maps
 from kvq.lpvq import runner
 from kvq.lpvq.grid import LPVQ_GRID, local_grid
-from kvq.lpvq.metrics import lpvq_metrics
 
 
 def runner_before(quality: np.ndarray) -> np.ndarray:
@@ -78,11 +76,9 @@ def test_runner_pools_a_16x16_map_as_before(monkeypatch, tmp_path):
     np.testing.assert_array_equal(grid, runner_before(q.astype(np.float64)))
 
 
-def test_one_grid_one_pooling_and_the_documented_old_names():
+def test_one_grid_and_one_pooling():
     assert kvq.data.labels.LPVQ_GRID is LPVQ_GRID == 7
     assert kvq.scoring.maps.local_grid is local_grid
-    assert kvq.eval.lpvq.pool_to_lpvq_grid is local_grid  # docs/annotate.md named it
-    assert kvq.eval.lpvq.lpvq_metrics is lpvq_metrics
 
 
 def test_label_files_import_the_grid_without_torch_or_the_runner():

@@ -29,9 +29,10 @@ import yaml
 from torch import Tensor, nn
 
 from kvq.data.datasets import EpochSampler, GroupSampler, VideoQualityDataset, collate_clips
-from kvq.data.labels import LPVQ_GRID, read_groups, read_lpvq_labels
+from kvq.data.labels import read_groups, read_lpvq_labels
 from kvq.eval.metrics import MetricError
 from kvq.fileio import slug
+from kvq.lpvq.grid import LPVQ_GRID
 from kvq.models import build_model, load, load_pretrained, save_pretrained
 from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
