@@ -7,6 +7,7 @@ Uses Debian's chromium (``apt-get install -y chromium``) driven by Playwright; n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -190,3 +191,66 @@ def test_rater_and_admin_in_chromium(tmp_path: Path):
         np.testing.assert_allclose(grid.ravel(), expected)
     stored = {(r.image, r.cell): r.score for r in store.ratings()}
     assert stored == given
+
+
+# Text from raters and file names that would run or format as HTML if it were not escaped.
+HOSTILE_RATER = "<img src=x onerror=window.pwned=1>"
+HOSTILE_IMAGE = "<i>b&amp;.png"
+
+
+def test_admin_screening_report_is_a_table_in_chromium(tmp_path: Path):
+    sync_playwright = _playwright()
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", HOSTILE_IMAGE):
+        Image.fromarray(np.full((14, 14, 3), 90, np.uint8)).save(tmp_path / "images" / name)
+    store = AnnotationStore(tmp_path / "r.sqlite")
+    images = {im.name: im for im in store.sync_images(scan_images(tmp_path / "images"))}
+    eve, hostile = store.add_rater("eve")[0], store.add_rater(HOSTILE_RATER)[0]
+    for rater, names in ((eve, images), (hostile, ["a.png"])):
+        for name in names:
+            for cell in range(NUM_CELLS):
+                store.rate(rater, images[name].id, cell, 1 + (cell % 9) / 2)
+    app = create_app(store, AnnotateSettings(tmp_path / "images", "adm1n", glance_seconds=0))
+
+    with BackgroundServer(app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{server.url}/admin#token=adm1n")
+        page.wait_for_selector("#admin", state="visible")
+        page.fill("#min-raters", "2")
+        page.click("#show-report")
+        page.wait_for_selector("#report", state="visible")
+        head = page.locator("#report-raters thead th").all_inner_texts()
+        assert head[0] == "Rater" and head[-1] == "Verdict" and "Outliers above" in head
+        rows = [
+            row.locator("td").all_text_contents()
+            for row in page.locator("#report-raters tbody tr").all()
+        ]
+        # Screened by name order; each cell of a.png has two scores, none an outlier.
+        assert rows == [
+            [HOSTILE_RATER, "1", "49", "0", "0", "0.0 %", "kept"],
+            ["eve", "2", "49", "0", "0", "0.0 %", "kept"],
+        ]
+        assert page.locator("#report-left-out li").all_text_contents() == [
+            f"{HOSTILE_IMAGE} (1 kept)"
+        ]
+        assert "1 images exported" in page.inner_text("#report-summary")
+        assert page.locator("#report img, #report i").count() == 0
+        assert page.evaluate("() => window.pwned") is None
+
+        page.uncheck("#screening")
+        page.click("#show-report")
+        page.wait_for_function(
+            """() => document.querySelector("#report-raters tbody td:last-child")
+                .textContent === "not screened" """
+        )
+        # The JSON stays available: the same report as a download.
+        with page.expect_download() as download:
+            page.click("#dl-report")
+        download.value.save_as(tmp_path / "screening.json")
+        browser.close()
+
+    report = json.loads((tmp_path / "screening.json").read_text())
+    assert report["screening"] is False and report["min_raters"] == 2
+    assert [r["name"] for r in report["raters"]] == [HOSTILE_RATER, "eve"]

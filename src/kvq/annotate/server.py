@@ -19,7 +19,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -376,6 +376,40 @@ def _lpvq_text(grids: dict) -> str:
         path = Path(tmp) / "labels.txt"
         write_lpvq_labels(path, grids)
         return path.read_text(encoding="utf-8")
+
+
+def server_url(host: str, port: int) -> str:
+    """The ``http://`` address of a server listening on ``host``:``port``."""
+    if ":" in host and not host.startswith("["):  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def run_server(
+    app: FastAPI, host: str, port: int, on_listening: Callable[[int], None], log_level: str = "info"
+) -> bool:
+    """Serve ``app`` with uvicorn until stopped (as ``uvicorn.run``); False if it never started.
+
+    ``on_listening(port)`` is called once the socket is bound, with the port it got (``port=0``
+    picks a free one), before any request is served: an address recorded or printed there is
+    one the server answers at, not one it failed to bind.
+    """
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_listening(self.servers[0].sockets[0].getsockname()[1])
+
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    try:
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+        return False  # uvicorn's startup logged why (e.g. the port is taken) and exits
+    return server.started
 
 
 class BackgroundServer:

@@ -10,6 +10,7 @@ as SHA-256 digests: the plain token is shown once, when it is issued.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvq.data.labels import LPVQ_GRID
+
+log = logging.getLogger(__name__)
 
 NUM_CELLS = LPVQ_GRID * LPVQ_GRID
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -45,7 +48,30 @@ CREATE TABLE IF NOT EXISTS ratings (
     updated REAL NOT NULL,
     PRIMARY KEY (rater_id, image_id, cell)
 );
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+# The settings key of the address ``kvq annotate serve`` last listened on (for rater links).
+SERVER_URL_KEY = "server_url"
+# Names that would be lost or garbled on the way to the LPVQ label file: why, and the fix.
+_NAME_PROBLEMS: dict[str, tuple[str, str]] = {
+    "encoding": (
+        "names that are not valid UTF-8, which the database and the label file cannot store",
+        "rename them to UTF-8 names",
+    ),
+    "whitespace": (
+        "names with whitespace, which the LPVQ label file reads as the end of the name",
+        "rename them (e.g. spaces to '_')",
+    ),
+    "comment": (
+        "names starting with '#', which the LPVQ label file reads as a comment",
+        "rename them (no leading '#')",
+    ),
+}
+# How many skipped names a warning lists.
+_NAMES_SHOWN = 5
 
 
 class AnnotateError(ValueError):
@@ -111,26 +137,67 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def name_problem(name: str) -> str | None:
+    """Why image ``name`` cannot join a campaign (a key of ``_NAME_PROBLEMS``), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate escapes)
+        return "encoding"
+    if any(ch.isspace() for ch in name):
+        return "whitespace"
+    if name.startswith("#"):
+        return "comment"
+    return None
+
+
 def scan_images(folder: str | Path) -> list[str]:
     """Relative POSIX paths of the images under ``folder`` (recursive), sorted.
 
-    Names may not contain whitespace: the LPVQ label format separates the name from the scores
-    with the first space.
+    Images whose names the LPVQ label file cannot hold (see :func:`name_problem`) are skipped
+    with a warning that says how to include them, so one odd file does not stop the campaign.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise AnnotateError(f"image folder {folder} does not exist")
-    names = sorted(
+    found = sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
-    bad = [n for n in names if any(ch.isspace() for ch in n)]
-    if bad:
-        raise AnnotateError(f"image names must not contain whitespace: {bad[:5]}")
+    skipped: dict[str, list[str]] = {}
+    names: list[str] = []
+    for name in found:
+        problem = name_problem(name)
+        if problem is None:
+            names.append(name)
+        else:
+            skipped.setdefault(problem, []).append(name)
+    for problem, (why, fix) in _NAME_PROBLEMS.items():
+        if problem in skipped:
+            count = _count(len(skipped[problem]), "image")
+            listed = _listed(skipped[problem])
+            log.warning(
+                "skipping %s under %s: %s: %s; %s to include them", count, folder, why, listed, fix
+            )
+    if found and not names:
+        found_count = _count(len(found), "image")
+        raise AnnotateError(
+            f"every image in {folder} was skipped ({found_count}; see the warnings)"
+        )
     if not names:
         raise AnnotateError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
     return names
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _listed(names: list[str]) -> str:
+    # repr shows a space, a tab or an undecodable byte for what it is.
+    shown = ", ".join(repr(n) for n in names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 class AnnotationStore:
@@ -214,6 +281,27 @@ class AnnotationStore:
         if row is None:
             raise AnnotateError(f"no image with id {image_id!r}")
         return Image(*row)
+
+    # settings ---------------------------------------------------------------------------------
+    def set_server_url(self, url: str) -> None:
+        """Record the address the campaign's server listens on (``add-rater`` links use it)."""
+        try:
+            self._db().execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (SERVER_URL_KEY, url),
+            )
+        except sqlite3.Error as err:
+            raise AnnotateError(f"cannot record the server address in {self.path}: {err}") from None
+
+    def server_url(self) -> str | None:
+        """The address recorded by :meth:`set_server_url`; None if no server recorded one."""
+        row = (
+            self._db()
+            .execute("SELECT value FROM settings WHERE key = ?", (SERVER_URL_KEY,))
+            .fetchone()
+        )
+        return row[0] if row else None
 
     # raters -----------------------------------------------------------------------------------
     def add_rater(self, name: str) -> tuple[Rater, str]:

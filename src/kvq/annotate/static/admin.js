@@ -1,4 +1,5 @@
 // kvq annotate, admin page: completion per rater, new rater links, exports.
+// Text from raters or file names only ever goes in through textContent, never as HTML.
 "use strict";
 
 let token = tokenFromFragment();
@@ -98,14 +99,58 @@ $("dl-labels").addEventListener("click", () =>
   download(`/api/admin/export/labels?${exportQuery()}`, "lpvq_labels.txt"));
 $("dl-ratings").addEventListener("click", () =>
   download("/api/admin/export/ratings.csv", "ratings.csv"));
+$("dl-report").addEventListener("click", () =>
+  download(`/api/admin/export/report?${exportQuery()}`, "screening.json"));
 $("show-report").addEventListener("click", async () => {
   try {
-    const report = await (await api(`/api/admin/export/report?${exportQuery()}`)).json();
-    $("report").textContent = JSON.stringify(report, null, 2);
-    $("report").hidden = false;
+    showReport(await (await api(`/api/admin/export/report?${exportQuery()}`)).json());
+    showMessage("");
   } catch (err) {
     showMessage(err.message);
   }
 });
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+function verdict(rater, screening) {
+  if (!screening) return "not screened";
+  return rater.rejected ? "rejected" : "kept";
+}
+
+// The report of /api/admin/export/report as a table of raters and a list of left-out images.
+function showReport(report) {
+  const rejected = report.raters.filter((r) => r.rejected).length;
+  $("report-summary").textContent = [
+    `${report.images_exported} images exported`,
+    report.screening ? `${rejected} of ${report.raters.length} raters rejected` : "screening off",
+    `at least ${report.min_raters} kept raters per image`,
+  ].join(" · ");
+  const rows = report.raters.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.rater = r.name;
+    const outliers = r.outliers_above + r.outliers_below;
+    const share = r.screened_scores ? `${((100 * outliers) / r.screened_scores).toFixed(1)} %` : "–";
+    const numbers = [r.images_complete, r.screened_scores, r.outliers_above, r.outliers_below];
+    const last = cell(verdict(r, report.screening));
+    if (r.rejected) last.className = "rejected";
+    tr.append(cell(r.name), ...numbers.map((n) => cell(String(n))), cell(share), last);
+    return tr;
+  });
+  $("report-raters").querySelector("tbody").replaceChildren(...rows);
+  const leftOut = Object.entries(report.images_left_out);
+  $("report-left-out-title").textContent =
+    `${leftOut.length} images left out (fewer than ${report.min_raters} kept raters):`;
+  $("report-left-out").querySelector("ul").replaceChildren(...leftOut.map(([name, kept]) => {
+    const li = document.createElement("li");
+    li.textContent = `${name} (${kept} kept)`;
+    return li;
+  }));
+  $("report-left-out").hidden = leftOut.length === 0;
+  $("report").hidden = false;
+}
 
 start();
