@@ -123,6 +123,11 @@ CASES = [
         "train_torn_checkpoint", ["train", "{train_yaml}", "--output-dir", "{torn}"], "--no-resume"
     ),
     Case(
+        "train_batch_above_the_training_set",
+        "train {train_yaml} --output-dir {tmp}/big_batch --set optim.batch_size=8".split(),
+        "fewer than one batch of 8 (optim.batch_size)",
+    ),
+    Case(
         "annotate_export_below_a_file",
         ["annotate", "export", "{blocker}/x", "--db", "{db}"],
         "{blocker}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -37,12 +38,16 @@ def test_smallest_end_to_end_run_of_the_readme(tmp_path):
     assert min(sizes.values()) >= 3, sizes  # enough clips for the metrics
 
     # The README's quick flags; --data-root alone moves the config's label paths to syn/.
-    quick = ["--set", "optim.epochs=1", "--set", "data.stem_cache_views=1"]
+    quick = ["--set", "optim.epochs=1", "--set", "optim.batch_size=16"]
+    quick += ["--set", "data.stem_cache_views=1"]
     argv = ["train", str(CONFIG), "--data-root", str(syn), "--output-dir", str(run), *quick]
     assert main(argv) == 0
     used = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert used["val"] == str(syn / "labels" / "val.txt")
     assert used["train_groups"] == str(syn / "labels" / "train_groups.csv")
+    assert used["train_local"] == str(syn / "labels" / "train_local.txt")
+    with (run / "train_log.csv").open() as log:
+        assert all(math.isfinite(float(row["local_label"])) for row in csv.DictReader(log))
     tested = json.loads((run / "test_metrics.json").read_text())["test"]
     assert tested["n"] == 4 and _finite(tested, ("srcc", "plcc", "krcc", "rmse"))
     weights = run / "best.safetensors"

@@ -165,23 +165,7 @@ class Trainer:
         )
         self.groups = self._train_groups()
         self.local_labels = self._train_local_labels()
-        if self.groups is None:
-            self.sampler = EpochSampler(
-                len(self.data.train.labels),
-                optim.batch_size,
-                config.seed,
-                self.env.rank,
-                self.env.world_size,
-            )
-        else:
-            self.sampler = GroupSampler(
-                self.groups.tolist(),
-                optim.batch_size,
-                config.data.group_size,
-                config.seed,
-                self.env.rank,
-                self.env.world_size,
-            )
+        self.sampler = self._sampler()
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = optim.epochs * self.steps_per_epoch
         warmup = round(optim.warmup_epochs * self.steps_per_epoch)
@@ -239,6 +223,25 @@ class Trainer:
             for k, label in enumerate(self.data.train.labels)
         ]
         return np.asarray(groups, dtype=np.int64)
+
+    def _sampler(self) -> EpochSampler:
+        """The training order: whole groups per batch where the training set has groups."""
+        config, env = self.config, self.env
+        batch = config.optim.batch_size
+        try:
+            if self.groups is None:
+                size = len(self.data.train.labels)
+                return EpochSampler(size, batch, config.seed, env.rank, env.world_size)
+            return GroupSampler(
+                self.groups.tolist(),
+                batch,
+                config.data.group_size,
+                config.seed,
+                env.rank,
+                env.world_size,
+            )
+        except ValueError as err:  # too few videos for one batch, or a batch that cannot split
+            raise TrainError(f"{err} (optim.batch_size)") from None
 
     def _train_local_labels(self) -> Tensor | None:
         """Region labels ``(N, 7, 7)`` of the training videos (``data.train_local``; NaN for a
