@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from kvq.train.distributed import leave_process_group
+from kvq.runtime import leave_process_group
 from kvq.train.losses import (
     KVQLoss,
     LossConfig,

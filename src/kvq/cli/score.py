@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from kvq.runtime import init_from_env, leave_process_group
     from kvq.scoring.batch import ResultsFileError, run_scoring
     from kvq.scoring.maps import render_sheet, write_overlay_video
-    from kvq.train.distributed import init_from_env, leave_process_group
 
     # Arguments and weights first, before joining torchrun's group: every rank sees the same
     # ones and exits on its own, with no group to leave, and nothing is scored.

@@ -32,9 +32,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kvq.fileio import ExclusiveLock, FileLockedError, atomic_write
-from kvq.runtime import WorkerInit
+from kvq.runtime import WorkerInit, any_rank, current_env
 from kvq.scoring.predictor import Predictor, ScoreResult, decode_input
-from kvq.train.distributed import any_rank, current_env
 from kvq.video import IMAGE_EXTENSIONS, ClipSpec, VideoError
 
 # Containers FFmpeg reads that users keep videos in; images are scored as static clips.

@@ -13,9 +13,8 @@ from torch import nn
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips, random_splits
 from kvq.eval.metrics import QualityMetrics, compute_metrics
-from kvq.runtime import WorkerInit, autocast
+from kvq.runtime import WorkerInit, autocast, current_env, is_distributed
 from kvq.train.data import LabelledSet
-from kvq.train.distributed import current_env, is_distributed
 from kvq.video import ClipSpec, to_model_input
 
 

@@ -34,11 +34,18 @@ from kvq.eval.metrics import MetricError
 from kvq.fileio import slug
 from kvq.lpvq.grid import LPVQ_GRID
 from kvq.models import build_model, load, load_pretrained, save_pretrained
-from kvq.runtime import WorkerInit, amp_dtype, autocast, resolve_device
+from kvq.runtime import (
+    WorkerInit,
+    amp_dtype,
+    autocast,
+    init_from_env,
+    is_distributed,
+    leave_process_group,
+    resolve_device,
+)
 from kvq.train.checkpoint import FORMAT, atomic_save, load_state, rng_state, set_rng_state
 from kvq.train.config import TrainConfig
 from kvq.train.data import LabelledSet, build_run_data, check_metric_sizes
-from kvq.train.distributed import init_from_env, is_distributed, leave_process_group
 from kvq.train.ema import ModelEMA
 from kvq.train.evaluate import Predictions, predict
 from kvq.train.losses import KVQLoss, assemble_cube_scores, cube_quality_map
