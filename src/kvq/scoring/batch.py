@@ -49,6 +49,7 @@ AUDIO_EXTENSIONS = frozenset(
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
 # How media files begin (offset, bytes): a file in a folder without a media extension (an
 # upload stored under a hashed name) is an input when it begins like one of these.
+_TS_PACKET = 188  # bytes of an MPEG transport-stream packet
 MEDIA_SIGNATURES = (
     (4, b"ftyp"),  # MP4, MOV, 3GP, M4A, HEIF/AVIF
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
@@ -113,22 +114,18 @@ def find_inputs(items: Iterable[str]) -> dict[str, str]:
 
 
 def looks_like_media(path: str) -> bool:
-    """Whether the file at ``path`` begins like a media file (:data:`MEDIA_SIGNATURES`)."""
+    """Whether the file at ``path`` begins like a media file (:data:`MEDIA_SIGNATURES`, or
+    MPEG-TS: a sync byte 0x47 at the start of each of its first three 188-byte packets)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(_TS_PACKET * 3)
     except OSError:
         return False
-    if len(head) > 0 and head[0] == 0x47 and _is_transport_stream(path):
+    if len(head) == _TS_PACKET * 3 and all(
+        head[i] == 0x47 for i in range(0, len(head), _TS_PACKET)
+    ):
         return True
     return any(head[at : at + len(magic)] == magic for at, magic in MEDIA_SIGNATURES)
-
-
-def _is_transport_stream(path: str) -> bool:
-    """MPEG-TS: a sync byte 0x47 at the start of each of the first 188-byte packets."""
-    with open(path, "rb") as f:
-        head = f.read(188 * 3)
-    return len(head) == 188 * 3 and all(head[i] == 0x47 for i in range(0, len(head), 188))
 
 
 class InputsError(ValueError):
