@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import kvq
 from kvq.cli.main import main as kvq_main
 from kvq.fileio import ExclusiveLock
+from kvq.runtime import WorkerInit
 from kvq.scoring.batch import ResultsFile, expand_inputs, rank_file, run_scoring
 
 KVQ = [sys.executable, "-m", "kvq.cli.main"]
@@ -243,6 +245,30 @@ def test_dataloader_workers_die_with_their_parent(tmp_path):
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, "workers outlived their killed parent"
+
+
+@pytest.mark.parametrize("hang_up", ["before_asking", "before_receiving"])
+def test_a_worker_is_quiet_when_its_parent_abandons_a_batch(hang_up, monkeypatch, capfd):
+    # Ctrl-C in the middle of receiving a batch's tensors closes the descriptor-passing
+    # connection on the worker; its thread must not print a traceback under the one line.
+    from multiprocessing import connection, process, resource_sharer
+
+    def abandon(self):
+        address, key = self._id
+        with connection.Client(address, authkey=process.current_process().authkey) as conn:
+            if hang_up == "before_receiving":
+                conn.send((key, os.getpid()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resource_sharer.DupFd, "detach", abandon)
+    tensors = [torch.zeros(1000)] * 2
+    loader = torch.utils.data.DataLoader(
+        tensors, batch_size=None, num_workers=1, worker_init_fn=WorkerInit()
+    )
+    with pytest.raises(KeyboardInterrupt):
+        next(iter(loader))
+    time.sleep(0.5)  # the worker's thread has failed by now
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def _alive(pid: int) -> bool:

@@ -87,14 +87,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 class WorkerInit:
     """The ``worker_init_fn`` of every kvq ``DataLoader``: one torch thread per worker (a
-    worker decodes; the model has the cores), and a worker that never outlives the process
-    that started it.
+    worker decodes; the model has the cores), a worker that never outlives the process that
+    started it, and one that stays quiet when that process stops while receiving a batch.
 
     PyTorch's own check for a dead parent runs only between items, and a worker whose parent
     was killed can block for good on a full result queue: one killed ``kvq train`` left a
     worker running for 40 minutes. On Linux the kernel kills the worker with its parent
     (``PR_SET_PDEATHSIG``); elsewhere PyTorch's check is all there is. Create it in the process
     that iterates the loader (it records that process).
+
+    A worker hands each batch's tensors over through a thread that passes file descriptors;
+    when Ctrl-C stops the parent in the middle of that hand-over, the thread fails on the
+    closed connection and would print a traceback under the parent's one-line message
+    (:func:`_quiet_when_the_parent_hangs_up`).
     """
 
     def __init__(self) -> None:
@@ -102,8 +107,19 @@ class WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         torch.set_num_threads(1)
+        sys.excepthook = _quiet_when_the_parent_hangs_up
         if sys.platform.startswith("linux"):
             _die_with_parent(self.parent)
+
+
+def _quiet_when_the_parent_hangs_up(kind: type[BaseException], value, traceback) -> None:
+    """A worker's ``sys.excepthook``: silent on a connection the parent closed (the parent
+    reports its own stop), the default report for anything else. In a worker only the
+    descriptor-passing thread of :mod:`multiprocessing` reports through this hook; errors of
+    the worker's own work go back to the parent as PyTorch sends them."""
+    if issubclass(kind, (EOFError, ConnectionError)):
+        return
+    sys.__excepthook__(kind, value, traceback)
 
 
 _PR_SET_PDEATHSIG = 1
