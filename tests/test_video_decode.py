@@ -235,3 +235,64 @@ def test_scoring_reads_a_file_once(tmp_path, monkeypatch, name, codec, opens):
     assert len(calls) == opens
     assert info == {k: getattr(expected, k) for k in info}  # the facts probe would give
     assert frames.shape[0] == len(indices)
+
+
+B_FRAMES = {
+    "bframes.mp4": {
+        "codec": "libx264",
+        "options": {"g": "30", "bf": "3", "x264-params": "b-pyramid=normal"},
+    },
+    "bframes_vfr.mkv": {"codec": "libx264", "vfr": True, "options": {"g": "30", "bf": "3"}},
+    "hevc.mkv": {
+        "codec": "libx265",
+        "options": {"g": "30", "x265-params": "bframes=4:b-pyramid=1:log-level=error"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(B_FRAMES))
+def test_unwanted_frames_are_dropped_and_the_rest_keep_their_positions(video, name):
+    from kvq.video.decode import Deadline, open_video, positioned_frames
+
+    path = video(name, frames=60, **B_FRAMES[name])
+    wanted = {0, 5, 17, 18, 33, 59}
+    with open_video(path, Deadline(path, None)) as source:
+        given = [
+            (i, read_index(f.to_ndarray(format="rgb24")))
+            for i, f in positioned_frames(source, wanted)
+        ]
+    assert all(position == shown for position, shown in given)  # each frame shows its number
+    assert wanted <= {position for position, _ in given}
+    assert len(given) < 45  # non-reference frames were dropped
+
+
+@pytest.mark.parametrize("name", list(B_FRAMES))
+def test_dropping_frames_reads_the_same_clips(video, name, monkeypatch):
+    import kvq.video.decode as decode
+    from kvq.video import read_clip
+
+    path = video(name, frames=60, **B_FRAMES[name])
+    fragments = ClipSpec(size=(32, 32), view="fragments", fragment_grid=2, fragment_size=16)
+    specs = [(SMALL, False), (fragments, False), (ClipSpec(size=(32, 48), num_clips=3), True)]
+    dropped = [read_clip(path, spec, train=train, rng=7) for spec, train in specs]
+    monkeypatch.setattr(decode, "DROPPABLE_CODECS", frozenset())
+    for (spec, train), clip in zip(specs, dropped):
+        full = read_clip(path, spec, train=train, rng=7)
+        assert torch.equal(clip.frames, full.frames)
+        assert np.array_equal(clip.indices, full.indices) and clip.info == full.info
+
+
+def test_frames_that_timestamps_cannot_place_are_read_by_counting(video, monkeypatch):
+    import kvq.video.decode as decode
+
+    path = video("bframes.mp4", frames=60, **B_FRAMES["bframes.mp4"])
+    placed = []
+
+    def lost(self, frame):
+        placed.append(frame.pts)
+        raise decode.OrderLost
+
+    monkeypatch.setattr(decode.DisplayOrder, "place", lost)
+    clip = load_clip(path, SMALL)
+    assert placed  # the timestamp route was tried, then every frame was counted
+    assert sampled_indices(clip) == sample_segment_indices(60, SMALL).tolist()

@@ -86,6 +86,7 @@ def make_video(
     pattern: str = "index",
     vfr: bool = False,
     extra_video: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` synthetic frames to ``path`` (container from its extension).
 
@@ -93,7 +94,8 @@ def make_video(
     counter-clockwise (what phones write for portrait videos). ``audio``: ``True`` adds an AAC
     track after the video stream, ``"first"`` before it. ``vfr``: irregular frame durations
     (1, 2 or 3 ticks of 1/``fps``). ``extra_video``: a second, smaller video stream after the
-    main one.
+    main one. ``options``: encoder options (the default for x264 is a fast encode without
+    B-frames).
     """
     path = Path(path)
     h, w = size
@@ -102,7 +104,9 @@ def make_video(
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.time_base = Fraction(1, fps)
-        if codec == "libx264":
+        if options is not None:
+            stream.options = options
+        elif codec == "libx264":
             # Small GOP and no lookahead keep tiny encodes fast and files seekable.
             stream.options = {"g": "12", "preset": "ultrafast"}
         if rotation:

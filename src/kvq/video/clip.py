@@ -14,13 +14,15 @@ from torch import nn
 
 from kvq.video.decode import (
     Deadline,
+    OrderLost,
     VideoInfo,
     VideoSource,
     check_complete,
-    decoded_frames,
     display_size,
+    drops_frames,
     frame_count,
     open_video,
+    positioned_frames,
     to_rgb,
     video_info,
 )
@@ -57,11 +59,14 @@ def _gather(
     spec: ClipSpec,
     train: bool,
     rng: np.random.Generator | None,
+    drop_unwanted: bool = True,
 ) -> tuple[np.ndarray | None, int, av.VideoFrame | None]:
     """Decode up to the last wanted frame, filling (num_clips, T, H, W, 3) uint8.
 
-    Returns (frames, frames decoded, the first decoded frame); frames is None when the stream
-    ended before every wanted index was seen (its header overstated the frame count).
+    Returns (frames, frames decoded, the first decoded frame); frames is None when a wanted
+    frame never came out: the stream ended before every wanted index was seen (its header
+    overstated the frame count) or, with ``drop_unwanted``, timestamps could not place the
+    frames (:class:`~kvq.video.decode.DisplayOrder`) — decode again without it.
     """
     slots: dict[int, list[tuple[int, int]]] = {}
     for clip, t in np.ndindex(indices.shape):
@@ -70,26 +75,33 @@ def _gather(
     out = np.empty((*indices.shape, *spec.output_size, 3), dtype=np.uint8)
     plans: list[SpatialPlan] | None = None
     reformatter = VideoReformatter()
-    decoded, first = 0, None
-    for frame in decoded_frames(source):
-        index, decoded = decoded, decoded + 1
-        first = first or frame
-        if index not in slots:
-            continue
-        if plans is None:  # views are fixed on the first kept frame, for the whole clip
-            plans = _plans(display_size(frame), spec, train, rng)
-        scaled: dict[tuple[int, int], np.ndarray] = {}
-        for clip, t in slots[index]:
-            plan = plans[clip]
-            if plan.source_size not in scaled:
-                scaled[plan.source_size] = to_rgb(frame, plan.source_size, reformatter)
-            if plan.is_plain_resize:
-                out[clip, t] = scaled[plan.source_size]
-            else:
-                plan.apply(scaled[plan.source_size], out[clip, t])
-        if index == last:
-            return out, decoded, first
-    return None, decoded, first
+    decoded, first, filled = 0, None, 0
+    frames = positioned_frames(source, slots if drop_unwanted else None)
+    try:
+        for index, frame in frames:
+            decoded += 1
+            first = first or frame
+            if index not in slots:
+                if index > last:
+                    break
+                continue
+            if plans is None:  # views are fixed on the first kept frame, for the whole clip
+                plans = _plans(display_size(frame), spec, train, rng)
+            scaled: dict[tuple[int, int], np.ndarray] = {}
+            for clip, t in slots[index]:
+                plan = plans[clip]
+                if plan.source_size not in scaled:
+                    scaled[plan.source_size] = to_rgb(frame, plan.source_size, reformatter)
+                if plan.is_plain_resize:
+                    out[clip, t] = scaled[plan.source_size]
+                else:
+                    plan.apply(scaled[plan.source_size], out[clip, t])
+            filled += 1
+            if index == last:
+                break
+    except OrderLost:
+        pass
+    return (out if filled == len(slots) else None), decoded, first
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,8 @@ def read_clip(
     path: str | Path, spec: ClipSpec | None = None, train: bool = False, rng: RandomState = None
 ) -> DecodedClip:
     """:func:`load_clip` with the decoded frame indices and the file's properties, from one
-    open of the file (plus a packet count where the header has no frame count). The indices
+    open of the file (plus a packet count where the header has no frame count, and a second
+    decode where timestamps could not place the frames). The indices
     differ from ``sample_segment_indices`` of the header's count when the header overstated
     it; ``info.num_frames`` is then the count the decode found."""
     spec = spec or ClipSpec()
@@ -118,6 +131,9 @@ def read_clip(
         num_frames = frame_count(source)
         indices = _clip_indices(num_frames, is_image, spec, train, gen)
         frames, decoded, first = _gather(source, indices, spec, train, gen)
+        if frames is None and drops_frames(source):  # count every frame: the only sure way
+            with open_video(path, deadline) as again:
+                frames, decoded, first = _gather(again, indices, spec, train, gen, False)
         if frames is None:
             check_complete(source, decoded, None)
             num_frames = decoded
@@ -125,7 +141,7 @@ def read_clip(
     if frames is None:
         indices = _clip_indices(decoded, is_image, spec, train, gen)
         with open_video(path, deadline) as source:
-            frames, _, _ = _gather(source, indices, spec, train, gen)
+            frames, _, _ = _gather(source, indices, spec, train, gen, False)
         if frames is None:
             raise VideoError(f"{path}: the number of decodable frames changed between reads")
     clips = torch.from_numpy(frames)

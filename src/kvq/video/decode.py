@@ -1,16 +1,21 @@
 """Opening, probing and sequential decoding of videos and images with PyAV (bundled FFmpeg).
 
 Decoding is always sequential with FFmpeg's frame threading (``thread_type="AUTO"``): seeking
-per frame is 10-100× slower on long-GOP files. Frames are converted to RGB and resized by
-swscale (``VideoFrame.to_ndarray(format="rgb24", width=, height=)``), only for the frames
-that are kept, so memory and time never depend on holding full-resolution frames.
+per frame is 10-100× slower on long-GOP files. Where only some frames are wanted
+(:func:`positioned_frames`), H.264 and HEVC frames that are neither wanted nor referred to by
+another frame are dropped by the decoder undecoded (FFmpeg's non-reference discard); every
+decoded frame is exact. Frames are converted to RGB and resized by swscale
+(``VideoFrame.to_ndarray(format="rgb24", width=, height=)``), only for the frames that are
+kept, so memory and time never depend on holding full-resolution frames.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,12 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", 
 # declared length is reported as truncated; smaller shortfalls are header inaccuracies (edit
 # lists, encoder quirks) and are absorbed by re-sampling on the frames that exist.
 MISSING_TOLERANCE = 0.02
+# Frame threads wait on each other's reference rows, so more threads than cores keep the
+# cores busy: on 2 cores, 8 threads decode 1080p H.264 about 1.2x faster than FFmpeg's
+# default of cores + 1 (benchmarks/RESULTS.md); FFmpeg's own ceiling is 16.
+DECODE_THREADS = min(16, max(8, (os.cpu_count() or 1) + 1))
+# Codecs whose packets are whole frames and whose decoders drop non-reference frames on request.
+DROPPABLE_CODECS = frozenset({"h264", "hevc"})
 
 
 @dataclass(frozen=True)
@@ -119,15 +130,94 @@ def open_video(path: str | Path, deadline: Deadline) -> Iterator[VideoSource]:
         container.close()
 
 
-def decoded_frames(source: VideoSource) -> Iterator[av.VideoFrame]:
-    """Decode the chosen stream in order (frame-threaded), checking the deadline per packet."""
-    source.stream.thread_type = "AUTO"
+def decoded_frames(
+    source: VideoSource, order: DisplayOrder | None = None
+) -> Iterator[av.VideoFrame]:
+    """Decode the chosen stream in order (frame-threaded), checking the deadline per packet.
+
+    With ``order``, each packet is announced to it first, and a packet it does not want is
+    decoded only if another frame refers to it.
+    """
+    context = source.stream.codec_context
+    if not context.is_open:
+        source.stream.thread_type = "AUTO"
+        context.thread_count = DECODE_THREADS
     try:
         for packet in source.container.demux(source.stream):
             source.deadline.check()
+            if order is not None and packet.size:
+                context.skip_frame = "DEFAULT" if order.announce(packet.pts) else "NONREF"
             yield from packet.decode()
     except av.FFmpegError as e:
         raise VideoError(f"{source.path}: decoding failed ({e})") from e
+
+
+class OrderLost(Exception):
+    """Timestamps that cannot place the frames: decode every frame and count them instead."""
+
+
+class DisplayOrder:
+    """Display positions of the frames a decoder gives out when it may drop some.
+
+    A frame's position is the number of the stream's frames shown before it: packets with an
+    earlier timestamp, counted as they are sent to the decoder (a decoder gives out a frame only
+    after every frame shown before it was sent). ``pending`` holds the timestamps sent but not
+    yet passed by a frame given out. :class:`OrderLost` where timestamps are missing or come
+    out of order, and the caller decodes every frame instead.
+    """
+
+    def __init__(self, wanted: Collection[int]) -> None:
+        self.wanted = wanted
+        self.pending: list[int] = []  # a heap
+        self.passed = 0  # frames shown before the last frame given out
+        self.last: int | None = None
+
+    def announce(self, pts: int | None) -> bool:
+        """Record a packet about to be decoded; whether its frame is wanted, as far as the
+        frames sent so far tell (a wrong guess only costs a missing frame: see :meth:`place`)."""
+        if pts is None or (self.last is not None and pts < self.last):
+            raise OrderLost
+        heapq.heappush(self.pending, pts)
+        return self.passed + sum(p < pts for p in self.pending) in self.wanted
+
+    def place(self, frame: av.VideoFrame) -> int:
+        """The display position of a frame the decoder gave out."""
+        pts = frame.pts
+        if pts is None or not self.pending or (self.last is not None and pts <= self.last):
+            raise OrderLost
+        while self.pending and self.pending[0] < pts:  # dropped or never-output frames
+            heapq.heappop(self.pending)
+            self.passed += 1
+        if not self.pending or self.pending[0] != pts:
+            raise OrderLost
+        heapq.heappop(self.pending)
+        self.last, position = pts, self.passed
+        self.passed += 1
+        return position
+
+
+def drops_frames(source: VideoSource) -> bool:
+    """Whether :func:`positioned_frames` with wanted positions may drop frames of ``source``."""
+    return not source.is_image and source.stream.codec_context.name in DROPPABLE_CODECS
+
+
+def positioned_frames(
+    source: VideoSource, wanted: Collection[int] | None = None
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(display position, frame) of the decoded frames, in order.
+
+    With ``wanted`` positions, frames of :data:`DROPPABLE_CODECS` that are not wanted and not
+    referred to are dropped undecoded, and positions come from timestamps
+    (:class:`DisplayOrder`); a wanted frame the decoder did not give out is simply missing, and
+    :class:`OrderLost` ends the iteration where timestamps cannot place frames. Otherwise every
+    frame is decoded and counted.
+    """
+    if wanted is None or not drops_frames(source):
+        yield from enumerate(decoded_frames(source))
+        return
+    order = DisplayOrder(wanted)
+    for frame in decoded_frames(source, order):
+        yield order.place(frame), frame
 
 
 def quarter_turns(frame: av.VideoFrame) -> int:
