@@ -266,14 +266,36 @@ def test_unwanted_frames_are_dropped_and_the_rest_keep_their_positions(video, na
     assert len(given) < 45  # non-reference frames were dropped
 
 
-@pytest.mark.parametrize("name", list(B_FRAMES))
+# Files where dropping must fall back or stay off, and still read the same clips.
+ODD_FOR_DROPPING = {
+    "edit_list.mp4": {"codec": "libx264", "first_pts": -10, "options": {"g": "30", "bf": "3"}},
+    "hevc_layers.mkv": {
+        "codec": "libx265",
+        "options": {"g": "30", "x265-params": "bframes=4:temporal-layers=3:log-level=error"},
+    },
+    "h264.ts": {"codec": "libx264", "options": {"g": "30", "bf": "3"}},
+}
+
+
+@pytest.mark.parametrize("name, dropping", [("hevc.mkv", True), ("hevc_layers.mkv", False),
+                                            ("bframes.mp4", True), ("h264.ts", False)])  # fmt: skip
+def test_frames_are_dropped_only_where_that_is_exact(video, name, dropping):
+    from kvq.video.decode import Deadline, drops_frames, open_video
+
+    path = video(name, frames=60, **{**B_FRAMES, **ODD_FOR_DROPPING}[name])
+    with open_video(path, Deadline(path, None)) as source:
+        assert drops_frames(source) is dropping
+
+
+@pytest.mark.parametrize("name", [*B_FRAMES, *ODD_FOR_DROPPING])
 def test_dropping_frames_reads_the_same_clips(video, name, monkeypatch):
     import kvq.video.decode as decode
     from kvq.video import read_clip
 
-    path = video(name, frames=60, **B_FRAMES[name])
+    path = video(name, frames=60, **{**B_FRAMES, **ODD_FOR_DROPPING}[name])
     fragments = ClipSpec(size=(32, 32), view="fragments", fragment_grid=2, fragment_size=16)
-    specs = [(SMALL, False), (fragments, False), (ClipSpec(size=(32, 48), num_clips=3), True)]
+    crops = ClipSpec(size=(32, 32), view="random_crop", num_clips=2)
+    specs = [(SMALL, False), (fragments, False), (crops, True)]
     dropped = [read_clip(path, spec, train=train, rng=7) for spec, train in specs]
     monkeypatch.setattr(decode, "DROPPABLE_CODECS", frozenset())
     for (spec, train), clip in zip(specs, dropped):
@@ -296,3 +318,32 @@ def test_frames_that_timestamps_cannot_place_are_read_by_counting(video, monkeyp
     clip = load_clip(path, SMALL)
     assert placed  # the timestamp route was tried, then every frame was counted
     assert sampled_indices(clip) == sample_segment_indices(60, SMALL).tolist()
+
+
+def test_a_read_that_falls_back_draws_the_same_views(video, monkeypatch):
+    import kvq.video.decode as decode
+    from kvq.video import read_clip
+
+    path = video("bframes.mp4", frames=60, **B_FRAMES["bframes.mp4"])
+    spec = ClipSpec(size=(32, 32), view="random_crop", num_clips=2)
+    place = decode.DisplayOrder.place
+
+    def lost_late(self, frame):
+        position = place(self, frame)
+        if position > 40:  # views already drawn on the first kept frame
+            raise decode.OrderLost
+        return position
+
+    monkeypatch.setattr(decode.DisplayOrder, "place", lost_late)
+    fallen_back = read_clip(path, spec, train=True, rng=7)
+    monkeypatch.setattr(decode, "DROPPABLE_CODECS", frozenset())
+    counted = read_clip(path, spec, train=True, rng=7)
+    assert torch.equal(fallen_back.frames, counted.frames)
+
+
+def test_a_cut_with_an_edit_list_is_not_truncated(video):
+    # ffmpeg -ss ... -c copy keeps the samples before the cut and hides them with an edit list:
+    # the header counts 60 frames, 50 are shown.
+    path = video("edit_list.mp4", frames=60, **ODD_FOR_DROPPING["edit_list.mp4"])
+    clip = load_clip(path, SMALL)
+    assert sampled_indices(clip) == [10 + i for i in sample_segment_indices(50, SMALL).tolist()]

@@ -87,6 +87,7 @@ def make_video(
     vfr: bool = False,
     extra_video: bool = False,
     options: dict[str, str] | None = None,
+    first_pts: int = 0,
 ) -> Path:
     """Encode ``frames`` synthetic frames to ``path`` (container from its extension).
 
@@ -95,7 +96,7 @@ def make_video(
     track after the video stream, ``"first"`` before it. ``vfr``: irregular frame durations
     (1, 2 or 3 ticks of 1/``fps``). ``extra_video``: a second, smaller video stream after the
     main one. ``options``: encoder options (the default for x264 is a fast encode without
-    B-frames).
+    B-frames). ``first_pts`` < 0 makes MP4 write an edit list that hides the first frames.
     """
     path = Path(path)
     h, w = size
@@ -118,7 +119,7 @@ def make_video(
         if audio is True:
             audio_stream = _add_audio(container)
 
-        pts = 0
+        pts = first_pts
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(make_frame(i, size, pattern), format="rgb24")
             frame.pts = pts

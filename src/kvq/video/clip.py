@@ -21,6 +21,7 @@ from kvq.video.decode import (
     display_size,
     drops_frames,
     frame_count,
+    latest_end,
     open_video,
     positioned_frames,
     to_rgb,
@@ -60,10 +61,11 @@ def _gather(
     train: bool,
     rng: np.random.Generator | None,
     drop_unwanted: bool = True,
-) -> tuple[np.ndarray | None, int, av.VideoFrame | None]:
+) -> tuple[np.ndarray | None, int, av.VideoFrame | None, float | None]:
     """Decode up to the last wanted frame, filling (num_clips, T, H, W, 3) uint8.
 
-    Returns (frames, frames decoded, the first decoded frame); frames is None when a wanted
+    Returns (frames, frames decoded, the first decoded frame, the presentation end in seconds
+    of the frames decoded); frames is None when a wanted
     frame never came out: the stream ended before every wanted index was seen (its header
     overstated the frame count) or, with ``drop_unwanted``, timestamps could not place the
     frames (:class:`~kvq.video.decode.DisplayOrder`) — decode again without it.
@@ -75,12 +77,13 @@ def _gather(
     out = np.empty((*indices.shape, *spec.output_size, 3), dtype=np.uint8)
     plans: list[SpatialPlan] | None = None
     reformatter = VideoReformatter()
-    decoded, first, filled = 0, None, 0
+    decoded, first, filled, end = 0, None, 0, None
     frames = positioned_frames(source, slots if drop_unwanted else None)
     try:
         for index, frame in frames:
             decoded += 1
             first = first or frame
+            end = latest_end(end, frame)
             if index not in slots:
                 if index > last:
                     break
@@ -101,7 +104,7 @@ def _gather(
                 break
     except OrderLost:
         pass
-    return (out if filled == len(slots) else None), decoded, first
+    return (out if filled == len(slots) else None), decoded, first, end
 
 
 @dataclass(frozen=True)
@@ -130,18 +133,21 @@ def read_clip(
         is_image = source.is_image
         num_frames = frame_count(source)
         indices = _clip_indices(num_frames, is_image, spec, train, gen)
-        frames, decoded, first = _gather(source, indices, spec, train, gen)
+        draws = gen.bit_generator.state if gen is not None else None
+        frames, decoded, first, end = _gather(source, indices, spec, train, gen)
         if frames is None and drops_frames(source):  # count every frame: the only sure way
+            if gen is not None:  # the same views as a first read that counted
+                gen.bit_generator.state = draws
             with open_video(path, deadline) as again:
-                frames, decoded, first = _gather(again, indices, spec, train, gen, False)
+                frames, decoded, first, end = _gather(again, indices, spec, train, gen, False)
         if frames is None:
-            check_complete(source, decoded, None)
+            check_complete(source, decoded, end)
             num_frames = decoded
         info = video_info(source, num_frames, first)
     if frames is None:
         indices = _clip_indices(decoded, is_image, spec, train, gen)
         with open_video(path, deadline) as source:
-            frames, _, _ = _gather(source, indices, spec, train, gen, False)
+            frames = _gather(source, indices, spec, train, gen, False)[0]
         if frames is None:
             raise VideoError(f"{path}: the number of decodable frames changed between reads")
     clips = torch.from_numpy(frames)

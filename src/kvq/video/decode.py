@@ -33,10 +33,15 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", 
 MISSING_TOLERANCE = 0.02
 # Frame threads wait on each other's reference rows, so more threads than cores keep the
 # cores busy: on 2 cores, 8 threads decode 1080p H.264 about 1.2x faster than FFmpeg's
-# default of cores + 1 (benchmarks/RESULTS.md); FFmpeg's own ceiling is 16.
+# default of cores + 1 (benchmarks/RESULTS.md); FFmpeg's own ceiling is 16. Each thread holds
+# a frame in flight, so a data loader's workers each hold that many.
 DECODE_THREADS = min(16, max(8, (os.cpu_count() or 1) + 1))
-# Codecs whose packets are whole frames and whose decoders drop non-reference frames on request.
+# Codecs whose non-reference frames no other frame uses, so that dropping them undecoded is
+# exact: H.264 always; HEVC only with one temporal sub-layer (a sub-layer non-reference picture
+# may serve a higher sub-layer, and FFmpeg's discard does not look at layers).
 DROPPABLE_CODECS = frozenset({"h264", "hevc"})
+# Containers whose packets are whole pictures (samples, blocks): one packet, one frame.
+DROPPABLE_FORMATS = frozenset({"mov", "matroska"})
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,9 @@ def decoded_frames(
 ) -> Iterator[av.VideoFrame]:
     """Decode the chosen stream in order (frame-threaded), checking the deadline per packet.
 
-    With ``order``, each packet is announced to it first, and a packet it does not want is
-    decoded only if another frame refers to it.
+    With ``order``, each packet that shows a frame is announced to it first, and a packet it
+    does not want is decoded only if another frame refers to it. Packets the container marks
+    as discarded (edit-list pre-roll) are decoded for reference only and never shown.
     """
     context = source.stream.codec_context
     if not context.is_open:
@@ -146,7 +152,8 @@ def decoded_frames(
         for packet in source.container.demux(source.stream):
             source.deadline.check()
             if order is not None and packet.size:
-                context.skip_frame = "DEFAULT" if order.announce(packet.pts) else "NONREF"
+                shown = not packet.is_discard and order.announce(packet.pts)
+                context.skip_frame = "DEFAULT" if shown else "NONREF"
             yield from packet.decode()
     except av.FFmpegError as e:
         raise VideoError(f"{source.path}: decoding failed ({e})") from e
@@ -162,35 +169,49 @@ class DisplayOrder:
     A frame's position is the number of the stream's frames shown before it: packets with an
     earlier timestamp, counted as they are sent to the decoder (a decoder gives out a frame only
     after every frame shown before it was sent). ``pending`` holds the timestamps sent but not
-    yet passed by a frame given out. :class:`OrderLost` where timestamps are missing or come
-    out of order, and the caller decodes every frame instead.
+    yet passed by a frame given out; a timestamp passed without its frame is a frame dropped on
+    request. That count is the decoder's own only if the decoder drops nothing by itself, so
+    :class:`OrderLost` (the caller then decodes every frame and counts them) wherever that is
+    in doubt: a frame asked for (sent as wanted) that never came out, frames shown before the
+    first one given out (leading frames a decoder cannot rebuild), interlaced frames (fields
+    may come as separate packets), and timestamps that are missing or out of order.
     """
 
     def __init__(self, wanted: Collection[int]) -> None:
         self.wanted = wanted
         self.pending: list[int] = []  # a heap
+        self.asked: set[int] = set()  # timestamps sent as wanted, not yet given out
         self.passed = 0  # frames shown before the last frame given out
         self.last: int | None = None
 
     def announce(self, pts: int | None) -> bool:
         """Record a packet about to be decoded; whether its frame is wanted, as far as the
-        frames sent so far tell (a wrong guess only costs a missing frame: see :meth:`place`)."""
+        frames sent so far tell (a wrong guess costs a missing frame, never a wrong one)."""
         if pts is None or (self.last is not None and pts < self.last):
             raise OrderLost
         heapq.heappush(self.pending, pts)
-        return self.passed + sum(p < pts for p in self.pending) in self.wanted
+        wanted = self.passed + sum(p < pts for p in self.pending) in self.wanted
+        if wanted:
+            self.asked.add(pts)
+        return wanted
 
     def place(self, frame: av.VideoFrame) -> int:
         """The display position of a frame the decoder gave out."""
         pts = frame.pts
-        if pts is None or not self.pending or (self.last is not None and pts <= self.last):
+        if pts is None or not self.pending or frame.interlaced_frame:
             raise OrderLost
-        while self.pending and self.pending[0] < pts:  # dropped or never-output frames
-            heapq.heappop(self.pending)
+        if self.last is not None and pts <= self.last:
+            raise OrderLost
+        if self.last is None and self.pending[0] != pts:
+            raise OrderLost
+        while self.pending[0] < pts:  # frames dropped on request
+            if heapq.heappop(self.pending) in self.asked or not self.pending:
+                raise OrderLost
             self.passed += 1
-        if not self.pending or self.pending[0] != pts:
+        if self.pending[0] != pts:
             raise OrderLost
         heapq.heappop(self.pending)
+        self.asked.discard(pts)
         self.last, position = pts, self.passed
         self.passed += 1
         return position
@@ -198,7 +219,20 @@ class DisplayOrder:
 
 def drops_frames(source: VideoSource) -> bool:
     """Whether :func:`positioned_frames` with wanted positions may drop frames of ``source``."""
-    return not source.is_image and source.stream.codec_context.name in DROPPABLE_CODECS
+    context = source.stream.codec_context
+    if source.is_image or context.name not in DROPPABLE_CODECS:
+        return False
+    if not DROPPABLE_FORMATS & set(source.container.format.name.split(",")):
+        return False
+    return context.name != "hevc" or _hevc_temporal_layers(context.extradata) == 1
+
+
+def _hevc_temporal_layers(extradata: bytes | None) -> int:
+    """``numTemporalLayers`` of an HEVC decoder configuration record (ISO/IEC 14496-15
+    ``hvcC``, as MP4 and Matroska store it); 0 where unknown (no record, or Annex B)."""
+    if not extradata or len(extradata) < 23 or extradata[0] != 1:
+        return 0
+    return (extradata[21] >> 3) & 0b111
 
 
 def positioned_frames(
@@ -262,7 +296,7 @@ def _declared_duration(source: VideoSource) -> float | None:
     return None
 
 
-def _latest_end(end: float | None, item: av.Packet | av.VideoFrame) -> float | None:
+def latest_end(end: float | None, item: av.Packet | av.VideoFrame) -> float | None:
     """The later of ``end`` and the presentation end (s) of a packet or frame (B-frames make
     timestamps non-monotonic in decode order)."""
     if item.pts is None or item.time_base is None:
@@ -273,27 +307,38 @@ def _latest_end(end: float | None, item: av.Packet | av.VideoFrame) -> float | N
 
 def check_complete(source: VideoSource, frames: int, end_time: float | None) -> None:
     """Raise if the stream ended (``frames`` seen, last ending at ``end_time`` s) well before the
-    frame count or, lacking one, the duration its header declares: the file is truncated."""
+    frame count or, lacking one, the duration its header declares: the file is truncated.
+
+    An MP4/MOV cut without re-encoding keeps samples before the cut that its edit list hides:
+    the header counts them, its duration does not, so there frames that reach the declared
+    duration are complete (in AVI the duration is not a declaration of the full length).
+    """
     if frames == 0:
         raise VideoError(f"{source.path}: no decodable video frames")
     declared_frames = source.stream.frames
+    declared = _declared_duration(source)
     if declared_frames > 0:
-        if frames < declared_frames - max(2, MISSING_TOLERANCE * declared_frames):
+        edited = "mov" in source.container.format.name.split(",")
+        if frames < declared_frames - max(2, MISSING_TOLERANCE * declared_frames) and not (
+            edited and _reaches(end_time, declared)
+        ):
             raise VideoError(
                 f"{source.path}: truncated: the header declares {declared_frames} frames but"
                 f" the stream ends after {frames}"
             )
         return
-    declared = _declared_duration(source)
-    if (
-        declared
-        and end_time is not None
-        and end_time < declared - max(0.1, MISSING_TOLERANCE * declared)
-    ):
+    if declared and end_time is not None and not _reaches(end_time, declared):
         raise VideoError(
             f"{source.path}: truncated: video data ends at {end_time:.2f} s of a declared"
             f" {declared:.2f} s"
         )
+
+
+def _reaches(end_time: float | None, declared: float | None) -> bool:
+    """Whether frames ending at ``end_time`` s cover a declared duration (within tolerance)."""
+    if end_time is None or not declared:
+        return False
+    return end_time >= declared - max(0.1, MISSING_TOLERANCE * declared)
 
 
 def frame_count(source: VideoSource) -> int:
@@ -312,7 +357,7 @@ def frame_count(source: VideoSource) -> int:
             counter.deadline.check()
             if packet.size:
                 count += 1
-                end = _latest_end(end, packet)
+                end = latest_end(end, packet)
         check_complete(counter, count, end)
     return count
 
@@ -368,7 +413,7 @@ def iter_frames(
         reformatter = VideoReformatter()
         for frame in decoded_frames(source):
             count += 1
-            end = _latest_end(end, frame)
+            end = latest_end(end, frame)
             yield np.ascontiguousarray(to_rgb(frame, size, reformatter))
         if not source.is_image:
             check_complete(source, count, end)
