@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data-root",
         metavar="DIR",
         help="override data.data_root; the config's data paths below its own data_root "
-        "(labels_root, label files of train/val/test, train_groups) move to DIR with it, e.g. "
-        "data/synth/labels/val.txt → DIR/labels/val.txt (paths given with --set stay as given)",
+        "(labels_root, label files of train/val/test, train_groups, train_local) move to DIR "
+        "with it, e.g. data/synth/labels/val.txt → DIR/labels/val.txt (paths given with --set "
+        "stay as given)",
     )
     p.add_argument("--labels-root", help="override data.labels_root")
     p.add_argument("--pretrained", help="override model.pretrained (Kinetics-400 .pth or KVQ)")
