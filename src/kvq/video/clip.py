@@ -65,10 +65,10 @@ def _gather(
     """Decode up to the last wanted frame, filling (num_clips, T, H, W, 3) uint8.
 
     Returns (frames, frames decoded, the first decoded frame, the presentation end in seconds
-    of the frames decoded); frames is None when a wanted
-    frame never came out: the stream ended before every wanted index was seen (its header
-    overstated the frame count) or, with ``drop_unwanted``, timestamps could not place the
-    frames (:class:`~kvq.video.decode.DisplayOrder`) — decode again without it.
+    of the frames decoded); frames is None when a wanted frame never came out: the stream
+    ended before every wanted index was seen (its header overstated the frame count) or, with
+    ``drop_unwanted``, timestamps could not place the frames
+    (:class:`~kvq.video.decode.DisplayOrder`) — decode again without it.
     """
     slots: dict[int, list[tuple[int, int]]] = {}
     for clip, t in np.ndindex(indices.shape):
@@ -123,9 +123,9 @@ def read_clip(
 ) -> DecodedClip:
     """:func:`load_clip` with the decoded frame indices and the file's properties, from one
     open of the file (plus a packet count where the header has no frame count, and a second
-    decode where timestamps could not place the frames). The indices
-    differ from ``sample_segment_indices`` of the header's count when the header overstated
-    it; ``info.num_frames`` is then the count the decode found."""
+    decode where timestamps could not place the frames). The indices differ from
+    ``sample_segment_indices`` of the header's count when the header overstated it;
+    ``info.num_frames`` is then the count the decode found."""
     spec = spec or ClipSpec()
     gen = np.random.default_rng(rng) if train else None
     deadline = Deadline(path, spec.timeout_s)
