@@ -32,9 +32,9 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", 
 # lists, encoder quirks) and are absorbed by re-sampling on the frames that exist.
 MISSING_TOLERANCE = 0.02
 # Frame threads wait on each other's reference rows, so more threads than cores keep the
-# cores busy: on 2 cores, 8 threads decode 1080p H.264 about 1.2x faster than FFmpeg's
-# default of cores + 1 (benchmarks/RESULTS.md); FFmpeg's own ceiling is 16. Each thread holds
-# a frame in flight, so a data loader's workers each hold that many.
+# cores busy: on 2 cores, 8 threads read a 1080p H.264 clip 1.05-1.3x faster than FFmpeg's
+# default of cores + 1 (benchmarks/score.py, two runs); FFmpeg's own ceiling is 16. Each
+# thread holds a frame in flight, so a data loader's workers each hold that many.
 DECODE_THREADS = min(16, max(8, (os.cpu_count() or 1) + 1))
 # Codecs whose non-reference frames no other frame uses, so that dropping them undecoded is
 # exact: H.264 always; HEVC only with one temporal sub-layer (a sub-layer non-reference picture
