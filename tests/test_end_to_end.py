@@ -57,9 +57,12 @@ def test_smallest_end_to_end_run_of_the_readme(tmp_path):
     evaluated = run / "eval"
     argv = ["eval", str(weights), "--sets", str(syn / "labels" / "test.txt"), "--data-root"]
     argv += [str(syn), "--output-dir", str(evaluated), "--workers", "0", "--device", "cpu"]
+    argv += ["--groups", str(syn / "labels" / "test_groups.csv")]
     assert main(argv) == 0
     metrics = json.loads((evaluated / "metrics.json").read_text())["sets"]["test"]
     assert metrics["n"] == 4 and _finite(metrics, ("srcc", "plcc", "krcc", "rmse"))
+    within = metrics["within_group"]  # the small corpus' 4 test clips are one ladder
+    assert (within["groups"], within["undefined"]) == (1, 0) and -1 <= within["srcc"] <= 1
     assert metrics["srcc"] == pytest.approx(tested["srcc"])  # the trainer's own test
     assert (evaluated / "test_predictions.csv").is_file()
 

@@ -14,6 +14,7 @@ from kvq.eval.metrics import (
     plcc,
     rmse,
     srcc,
+    within_group_srcc,
 )
 
 
@@ -102,3 +103,28 @@ def test_constant_predictions_give_nan_correlations_not_errors():
     result = compute_metrics(np.zeros(10), np.arange(10.0))
     assert np.isnan(result.srcc) and np.isnan(result.plcc) and np.isnan(result.krcc)
     assert result.rmse == pytest.approx(np.arange(10.0).std())
+
+
+def test_within_group_srcc_ignores_the_offset_between_contents():
+    # Two contents, each ordered right inside, but content b sits far above content a: the
+    # global SRCC is poor, the within-group SRCC perfect; then one group reversed.
+    mos = np.array([5.0, 4.0, 3.0, 2.0, 5.0, 4.0, 3.0, 2.0])
+    pred = np.array([0.4, 0.3, 0.2, 0.1, 1.4, 1.3, 1.2, 1.1])
+    groups = ["a"] * 4 + ["b"] * 4
+    assert srcc(pred, mos) < 0.5
+    result = within_group_srcc(pred, mos, groups)
+    assert (result.srcc, result.groups, result.undefined) == (1.0, 2, 0)
+    pred[4:] = pred[4:][::-1]
+    assert within_group_srcc(pred, mos, groups).srcc == pytest.approx(0.0)
+
+
+def test_within_group_srcc_skips_groups_without_an_order_and_counts_flat_predictions_as_zero():
+    mos = np.array([5.0, 3.0, 4.0, 4.0, 2.0, 5.0, 1.0])
+    pred = np.array([0.9, 0.1, 0.5, 0.2, 0.3, 0.7, 0.7])
+    groups = ["a", "a", "same-labels", "same-labels", "alone", "flat", "flat"]
+    result = within_group_srcc(pred, mos, groups)
+    assert (result.srcc, result.groups, result.undefined) == (0.5, 2, 2)  # mean of 1 and 0
+    with pytest.raises(MetricError, match="groups"):
+        within_group_srcc(pred, mos, groups[:-1])
+    with pytest.raises(MetricError, match="no group"):
+        within_group_srcc(pred[2:5], mos[2:5], groups[2:5])

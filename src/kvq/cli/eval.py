@@ -1,7 +1,9 @@
 """``kvq eval WEIGHTS --sets A B …``: one checkpoint on one or several labelled sets.
 
 Per set: SRCC, PLCC, KRCC, RMSE (PLCC/RMSE after the named mapping), a per-video predictions
-CSV and a scatter PNG; all metrics in one JSON. ``--splits N`` adds the small-set protocol:
+CSV and a scatter PNG; all metrics in one JSON. ``--groups FILE`` (CSV ``path,group``, e.g. a
+``kvq synth`` corpus' ``labels/<split>_groups.csv``) adds the mean SRCC inside each group of the
+same content. ``--splits N`` adds the small-set protocol:
 mean and std over the test parts of N seeded random 80/20 splits. ``--list`` prints the
 registered sets. The output folder is created only once a set has been scored, so a run in
 which no set could be scored leaves nothing behind.
@@ -43,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="linear",
         help="mapping before PLCC/RMSE (FAST-VQA/KVQ protocol: linear)",
     )
+    p.add_argument(
+        "--groups",
+        help="CSV path,group of same-content videos: also report the mean SRCC inside groups",
+    )
     p.add_argument("--splits", type=int, default=0, help="also report N random-split means")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the --splits random splits")
     p.add_argument(
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from kvq.data.labels import LabelFileError, read_groups
     from kvq.data.registry import DatasetError
     from kvq.eval.metrics import MetricError, map_predictions
     from kvq.eval.scatter import scatter_png
@@ -97,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None or not args.sets:
         raise CLIError("WEIGHTS and --sets are required (or --list; see kvq eval --help)")
     device = checked_device(args.device)  # before the weights are loaded
+    try:
+        groups = read_groups(args.groups) if args.groups else None
+    except LabelFileError as err:
+        raise CLIError(err) from None
     check_writable_folder(args.output, "--output-dir")  # creates nothing
     try:
         model, spec = load_for_eval(args)
@@ -126,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             splits = args.splits and preds.split_metrics(
                 args.splits, args.test_fraction, args.split_seed, args.mapping
             )
+            within = groups is not None and _within_groups(preds, groups)
         except (DatasetError, MetricError) as err:
             print(f"kvq eval: {name}: {err}", file=sys.stderr)
             status = 1
@@ -133,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         entry = {**metrics.as_dict(), "skipped": [p for p, _ in preds.skipped]}
         if splits:
             entry["random_splits"] = splits
+        if within:
+            entry["within_group"] = within.as_dict()
         results["sets"][part.name] = entry
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no folder
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in part.name)
@@ -150,12 +164,26 @@ def run(args: argparse.Namespace) -> int:
                 f"  {args.splits} splits: SRCC {mean['srcc']:.4f}±{std['srcc']:.4f} "
                 f"PLCC {mean['plcc']:.4f}±{std['plcc']:.4f}"
             )
+        if within:
+            print(f"  within {within.groups} groups: SRCC {within.srcc:.4f}")
     if not results["sets"]:
         print(f"kvq eval: no set could be scored; nothing written to {out}", file=sys.stderr)
         return status
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     print(f"PLCC/RMSE after {args.mapping} mapping; files in {out}")
     return status
+
+
+def _within_groups(preds, groups: dict[str, str]):
+    """Within-group SRCC of the scored videos that ``groups`` names (the others have none)."""
+    from kvq.eval.metrics import MetricError, within_group_srcc
+
+    keep = [i for i, path in enumerate(preds.paths) if path in groups]
+    if not keep:
+        raise MetricError("--groups names none of its videos")
+    return within_group_srcc(
+        preds.scores[keep], preds.mos[keep], [groups[preds.paths[i]] for i in keep]
+    )
 
 
 def print_registered_sets() -> None:

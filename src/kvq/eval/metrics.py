@@ -14,6 +14,8 @@ predictions are first mapped onto the MOS scale, either
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -158,3 +160,46 @@ def compute_metrics(
         mapping=mapping,
         n=int(pred.size),
     )
+
+
+@dataclass(frozen=True)
+class WithinGroupSRCC:
+    """Mean SRCC inside groups of the same content (e.g. one source at graded severities).
+
+    ``groups``: groups with at least two videos and labels that differ (the rest have no
+    order to get right); ``undefined``: groups left out for that reason.
+    """
+
+    srcc: float
+    groups: int
+    undefined: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def within_group_srcc(pred: np.ndarray, mos: np.ndarray, groups: Sequence[str]) -> WithinGroupSRCC:
+    """SRCC of the predictions inside each group, averaged over groups.
+
+    It asks whether versions of the same content are ranked as their labels are, whatever
+    the model's offset between contents; the global SRCC also asks that every content sits at
+    the right level. A group whose predictions are all equal counts 0 (it orders nothing).
+    """
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    mos = np.asarray(mos, dtype=np.float64).ravel()
+    if not pred.shape == mos.shape == (len(groups),):
+        raise MetricError(f"{pred.size} predictions, {mos.size} labels, {len(groups)} groups")
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    values, undefined = [], 0
+    for idx in members.values():
+        p, m = pred[idx], mos[idx]
+        if len(idx) < 2 or np.ptp(m) == 0:
+            undefined += 1
+            continue
+        r = _pearson(stats.rankdata(p), stats.rankdata(m))
+        values.append(0.0 if np.isnan(r) else r)
+    if not values:
+        raise MetricError("no group has two videos with different labels")
+    return WithinGroupSRCC(float(np.mean(values)), len(values), undefined)
