@@ -54,16 +54,24 @@ def test_eval_creates_no_output_when_no_set_can_be_scored(tmp_path, capsys):
     (tmp_path / "gone.txt").write_text("gone.mp4, 1, 8, 3.0\n")  # its video is missing
     out = tmp_path / "results"
 
-    def run(*sets: str) -> int:
+    def argv_of(*sets: str) -> list[str]:
         paths = [str(tmp_path / name) for name in sets]
         argv = ["eval", str(weights), "--sets", *paths, "--data-root", str(tmp_path)]
-        return main([*argv, "--output", str(out), "--num-workers", "0", "--device", "cpu"])
+        return [*argv, "--output", str(out), "--num-workers", "0", "--device", "cpu"]
+
+    def run(*sets: str) -> int:
+        return main(argv_of(*sets))
 
     # A missing label file, a set whose videos are all unreadable, and both.
     for sets in (["none.txt"], ["gone.txt"], ["none.txt", "gone.txt"]):
         assert run(*sets) == 1
         assert not out.exists(), sets
         assert "nothing written" in capsys.readouterr().err
+    assert main([*argv_of("gone.txt"), "--groups", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv" in capsys.readouterr().err  # a missing --groups file: refused up front
+    (tmp_path / "bad.csv").write_text("video,ladder\ngone.mp4,1\n")
+    assert main([*argv_of("gone.txt"), "--groups", str(tmp_path / "bad.csv")]) == 2
+    assert "path,group" in capsys.readouterr().err
     out.write_text("a file\n")  # an --output that is a file is refused before any work
     assert run("gone.txt") == 2
     assert "--output" in capsys.readouterr().err and out.read_text() == "a file\n"

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             splits = args.splits and preds.split_metrics(
                 args.splits, args.test_fraction, args.split_seed, args.mapping
             )
-            within = groups is not None and _within_groups(preds, groups)
+            within = _within_groups(preds, groups) if groups is not None else None
         except (DatasetError, MetricError) as err:
             print(f"kvq eval: {name}: {err}", file=sys.stderr)
             status = 1
