@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             splits = args.splits and preds.split_metrics(
                 args.splits, args.test_fraction, args.split_seed, args.mapping
             )
-            within = _within_groups(preds, groups) if groups is not None else None
+            within = preds.within_group_metrics(groups) if groups is not None else None
         except (DatasetError, MetricError) as err:
             print(f"kvq eval: {name}: {err}", file=sys.stderr)
             status = 1
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         entry = {**metrics.as_dict(), "skipped": [p for p, _ in preds.skipped]}
         if splits:
             entry["random_splits"] = splits
-        if within:
+        if within is not None:
             entry["within_group"] = within.as_dict()
         results["sets"][part.name] = entry
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no folder
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 f"  {args.splits} splits: SRCC {mean['srcc']:.4f}±{std['srcc']:.4f} "
                 f"PLCC {mean['plcc']:.4f}±{std['plcc']:.4f}"
             )
-        if within:
+        if within is not None:
             print(f"  within {within.groups} groups: SRCC {within.srcc:.4f}")
     if not results["sets"]:
         print(f"kvq eval: no set could be scored; nothing written to {out}", file=sys.stderr)
@@ -172,18 +172,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     print(f"PLCC/RMSE after {args.mapping} mapping; files in {out}")
     return status
-
-
-def _within_groups(preds, groups: dict[str, str]):
-    """Within-group SRCC of the scored videos that ``groups`` names (the others have none)."""
-    from kvq.eval.metrics import MetricError, within_group_srcc
-
-    keep = [i for i, path in enumerate(preds.paths) if path in groups]
-    if not keep:
-        raise MetricError("--groups names none of its videos")
-    return within_group_srcc(
-        preds.scores[keep], preds.mos[keep], [groups[preds.paths[i]] for i in keep]
-    )
 
 
 def print_registered_sets() -> None:

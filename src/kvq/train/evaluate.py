@@ -12,7 +12,13 @@ import torch.distributed as dist
 from torch import nn
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips, random_splits
-from kvq.eval.metrics import QualityMetrics, compute_metrics
+from kvq.eval.metrics import (
+    MetricError,
+    QualityMetrics,
+    WithinGroupSRCC,
+    compute_metrics,
+    within_group_srcc,
+)
 from kvq.runtime import WorkerInit, autocast, current_env, is_distributed
 from kvq.train.data import LabelledSet
 from kvq.video import ClipSpec, to_model_input
@@ -47,6 +53,15 @@ class Predictions:
             self.label_index[keep],
             self.num_labels,
         )
+
+    def within_group_metrics(self, groups: dict[str, str]) -> WithinGroupSRCC:
+        """Mean SRCC inside the groups of ``{video path: group}`` (the scored videos it does
+        not name belong to none)."""
+        keep = [i for i, path in enumerate(self.paths) if path in groups]
+        if not keep:
+            raise MetricError("the groups file names none of the scored videos")
+        names = [groups[self.paths[i]] for i in keep]
+        return within_group_srcc(self.scores[keep], self.mos[keep], names)
 
     def split_metrics(
         self,
