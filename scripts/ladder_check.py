@@ -240,7 +240,8 @@ def main() -> None:
         return
     for weights in args.weights:
         result = evaluate(media, weights)
-        name = Path(weights).stem if weights else "default"
+        # folder and stem: runs/a/best and runs/b/best must not share one result file
+        name = "-".join(Path(weights).with_suffix("").parts[-2:]) if weights else "default"
         (args.out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
         print(markdown(result), flush=True)
 

@@ -70,6 +70,19 @@ def test_exposure_direction(clip):
     assert Exposure(over=False)(clip, 0.6).mean() < clip.mean() - 10
 
 
+def test_defocus_reaches_blurs_that_flatten_native_resolution_patches():
+    # Scored through native-resolution patches, a large frame blurred by several pixels looks
+    # flat; the corpus must hold such blurs, each stronger one still taking detail away.
+    frame = textured_clip(frames=1, height=96, width=640, seed=2)
+    detail = []
+    for severity in (0.25, 0.5, 0.75, 1.0):
+        luma = make_distortion("defocus")(frame, severity)[0].astype(np.float32).mean(-1)
+        detail.append(float(np.abs(np.diff(luma, axis=1)).mean()))
+    assert all(a > 1.3 * b for a, b in itertools.pairwise(detail)), detail
+    sharp = float(np.abs(np.diff(frame[0].astype(np.float32).mean(-1), axis=1)).mean())
+    assert detail[-1] < 0.15 * sharp, (detail, sharp)
+
+
 def test_bad_input_is_rejected(clip):
     noise = make_distortion("noise")
     with pytest.raises(ValueError, match="severity"):

@@ -266,13 +266,20 @@ class Noise(SeededDistortion):
 
 @dataclass(frozen=True)
 class Defocus(Distortion):
-    """Out-of-focus blur, radius (standard deviation) up to 0.4% of the width."""
+    """Out-of-focus blur, radius (standard deviation) from 0.05% to 1.25% of the width,
+    geometric in the severity (0.32 → 8 px at 640 px wide).
+
+    Geometric because blur is seen in ratios (σ 1 → 2 px is as visible as 4 → 8 px), and up to
+    8 px because models look at native-resolution patches: a strong blur of a large frame is
+    strong per pixel, and a model that never saw one reads its flat patches as clean.
+    """
 
     name: ClassVar[str] = "defocus"
-    radius: ClassVar[tuple[float, float]] = (0.2, 0.004)  # σ = a + severity · b · width
+    radius: ClassVar[tuple[float, float]] = (0.0005, 0.0125)  # σ / width at severity 0 and 1
 
     def _radius(self, severity: float, width: int) -> float:
-        return self.radius[0] + severity * self.radius[1] * width
+        low, high = self.radius
+        return width * low * (high / low) ** severity
 
     def reach(self, severity: float, height: int, width: int) -> int:
         return _blur_reach(self._radius(severity, width))
@@ -287,7 +294,10 @@ class Bokeh(Defocus):
     light, so highlights bloom. Its natural mask is the background; the subject stays sharp."""
 
     name: ClassVar[str] = "bokeh"
-    radius: ClassVar[tuple[float, float]] = (0.5, 0.008)
+    radius: ClassVar[tuple[float, float]] = (0.5, 0.008)  # σ = a + severity · b · width
+
+    def _radius(self, severity: float, width: int) -> float:
+        return self.radius[0] + severity * self.radius[1] * width
 
     def render(self, frames: np.ndarray, severity: float, frame_width: int) -> np.ndarray:
         return from_linear(gaussian_blur(to_linear(frames), self._radius(severity, frame_width)))
