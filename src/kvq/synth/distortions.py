@@ -275,10 +275,10 @@ class Defocus(Distortion):
     """
 
     name: ClassVar[str] = "defocus"
-    radius: ClassVar[tuple[float, float]] = (0.0005, 0.0125)  # σ / width at severity 0 and 1
+    sigma_fraction: ClassVar[tuple[float, float]] = (0.0005, 0.0125)  # σ / width at severity 0, 1
 
     def _radius(self, severity: float, width: int) -> float:
-        low, high = self.radius
+        low, high = self.sigma_fraction
         return width * low * (high / low) ** severity
 
     def reach(self, severity: float, height: int, width: int) -> int:
@@ -294,10 +294,11 @@ class Bokeh(Defocus):
     light, so highlights bloom. Its natural mask is the background; the subject stays sharp."""
 
     name: ClassVar[str] = "bokeh"
-    radius: ClassVar[tuple[float, float]] = (0.5, 0.008)  # σ = a + severity · b · width
+    sigma_linear: ClassVar[tuple[float, float]] = (0.5, 0.008)  # σ = a + severity · b · width
 
     def _radius(self, severity: float, width: int) -> float:
-        return self.radius[0] + severity * self.radius[1] * width
+        a, b = self.sigma_linear
+        return a + severity * b * width
 
     def render(self, frames: np.ndarray, severity: float, frame_width: int) -> np.ndarray:
         return from_linear(gaussian_blur(to_linear(frames), self._radius(severity, frame_width)))
