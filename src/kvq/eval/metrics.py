@@ -67,6 +67,12 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson of the ranks (ties get their average rank), without :func:`srcc`'s size check:
+    groups of a few videos use it too."""
+    return _pearson(stats.rankdata(a), stats.rankdata(b))
+
+
 def plcc(pred: np.ndarray, mos: np.ndarray) -> float:
     """Pearson linear correlation coefficient."""
     return _pearson(*_as_pair(pred, mos))
@@ -74,8 +80,7 @@ def plcc(pred: np.ndarray, mos: np.ndarray) -> float:
 
 def srcc(pred: np.ndarray, mos: np.ndarray) -> float:
     """Spearman rank correlation (Pearson of the ranks, ties get their average rank)."""
-    pred, mos = _as_pair(pred, mos)
-    return _pearson(stats.rankdata(pred), stats.rankdata(mos))
+    return _spearman(*_as_pair(pred, mos))
 
 
 def krcc(pred: np.ndarray, mos: np.ndarray) -> float:
@@ -198,7 +203,7 @@ def within_group_srcc(pred: np.ndarray, mos: np.ndarray, groups: Sequence[str]) 
         if len(idx) < 2 or np.ptp(m) == 0:
             undefined += 1
             continue
-        r = _pearson(stats.rankdata(p), stats.rankdata(m))
+        r = _spearman(p, m)
         values.append(0.0 if np.isnan(r) else r)
     if not values:
         raise MetricError("no group has two videos with different labels")
