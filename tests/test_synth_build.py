@@ -12,6 +12,7 @@ from kvq.cli.main import main
 from kvq.data.labels import read_lpvq_labels, read_video_labels
 from kvq.synth import SynthConfig, SynthError, build_corpus, find_sources, plan_corpus
 from kvq.synth.distortions import encode_h264
+from kvq.synth.motion import MAX_ZOOM, MIN_ZOOM, CameraPath
 from test_synth_distortions import textured_clip
 
 
@@ -197,3 +198,26 @@ def test_every_evaluation_split_gets_enough_clips_for_its_metrics(sources, caplo
     with caplog.at_level("WARNING", logger="kvq.synth"):
         assert clips(num_videos=4, ladder=1) == {"train": 2, "val": 1, "test": 1}
     assert f"val, test get fewer than {MIN_SAMPLES} clips" in caplog.text
+
+
+def test_camera_views_range_from_whole_pictures_to_close_ups():
+    rng = np.random.default_rng(0)
+    zooms = np.array([CameraPath.sample(rng).zoom for _ in range(400)])
+    assert zooms.min() >= MIN_ZOOM and zooms.max() <= MAX_ZOOM
+    assert np.all(np.abs(np.log(zooms[:, 1] / zooms[:, 0])) <= np.log(1.25) + 1e-3)
+    # log-uniform: about as many views above the middle octave as below it
+    assert 0.3 < np.mean(zooms[:, 0] > np.sqrt(MIN_ZOOM * MAX_ZOOM)) < 0.7
+    assert np.mean(zooms[:, 0] > 3.0) > 0.1
+
+
+def test_wide_views_of_a_large_picture_are_filtered_not_aliased():
+    # 1-pixel stripes, 4× wider than the frame: shrunk without a filter they would beat into
+    # coarse stripes; filtered they average to flat grey
+    stripes = np.zeros((360, 1280, 3), np.uint8)
+    stripes[:, ::2] = 255
+    frames = CameraPath(zoom=(1.1, 1.1)).render(stripes, 2, 45, 80)
+    assert frames.shape == (2, 45, 80, 3)
+    assert frames[..., 0].std() < 12 and abs(frames.mean() - 127.5) < 8
+    # a close-up of the same picture keeps them: one picture pixel per frame pixel
+    close = CameraPath(zoom=(8.0, 8.0)).render(stripes, 1, 45, 80)
+    assert close[..., 0].std() > 100

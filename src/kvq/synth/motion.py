@@ -8,12 +8,22 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+# Zoom 1 fits the whole picture to the frame; MAX_ZOOM frames a quarter of its width, which for
+# the pictures as loaded (at most MAX_ZOOM × the frame, see kvq.synth.sources) is one picture
+# pixel per frame pixel, or an upscale for smaller photographs.
+MIN_ZOOM, MAX_ZOOM = 1.1, 4.0
+
 
 @dataclass(frozen=True)
 class CameraPath:
     """Linear pan from ``start`` to ``end`` (centre, fractions of the picture), zoom from
     ``zoom[0]`` to ``zoom[1]`` (1 = the picture just covers the frame) and a smooth hand shake of
-    ``shake`` frame pixels (at 640 wide) drawn from ``seed``."""
+    ``shake`` frame pixels (at 640 wide) drawn from ``seed``.
+
+    Sampled zooms reach :data:`MAX_ZOOM`: real footage comes at every density of detail per
+    pixel, from a downscaled photograph (sharp at every pixel) to a close-up at the camera's own
+    resolution or an upscaled picture (soft even when pristine); a corpus of whole-picture views
+    only would teach that every soft pixel is damage."""
 
     start: tuple[float, float] = (0.5, 0.5)
     end: tuple[float, float] = (0.5, 0.5)
@@ -23,7 +33,11 @@ class CameraPath:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> CameraPath:
-        zoom = rng.uniform(1.1, 1.6, size=2)
+        # log-uniform base zoom in [MIN_ZOOM, MAX_ZOOM] (as many close-ups as wide views per
+        # octave), then at most 25 % in or out over the clip
+        u = rng.uniform(0.0, 1.0, size=2)
+        base = MIN_ZOOM * (MAX_ZOOM / MIN_ZOOM) ** u[0]
+        zoom = (base, np.clip(base * 1.25 ** (2 * u[1] - 1), MIN_ZOOM, MAX_ZOOM))
         start = rng.uniform(0.35, 0.65, size=2)
         end = np.clip(start + rng.normal(0, 0.08, size=2), 0.2, 0.8)
         return cls(
@@ -36,9 +50,16 @@ class CameraPath:
 
     def render(self, image: np.ndarray, num_frames: int, height: int, width: int) -> np.ndarray:
         """(num_frames, height, width, 3) uint8 clip of the (H0, W0, 3) uint8 ``image``."""
-        h0, w0 = image.shape[:2]
         picture = Image.fromarray(image)
-        cover = max(width / w0, height / h0)  # picture pixels → frame pixels at zoom 1
+        cover = max(width / image.shape[1], height / image.shape[0])  # frame px per picture px
+        # The affine resampling below does not filter: shrink the picture first (antialiased)
+        # so that no frame of the clip takes more than one picture pixel per frame pixel.
+        shrink = cover * min(self.zoom)
+        if shrink < 1.0:
+            size = (max(1, round(picture.width * shrink)), max(1, round(picture.height * shrink)))
+            picture = picture.resize(size, Image.LANCZOS)
+            cover = max(width / picture.width, height / picture.height)
+        w0, h0 = picture.size
         s = np.linspace(0.0, 1.0, num_frames)
         s = s * s * (3 - 2 * s)  # ease in and out, as a camera operator would
         zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * s

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from kvq.synth.errors import SynthError
-from kvq.synth.motion import CameraPath, Overlay
+from kvq.synth.motion import MAX_ZOOM, CameraPath, Overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -76,7 +76,7 @@ def pristine_clip(
 ) -> np.ndarray:
     """The (num_frames, height, width, 3) uint8 pristine clip of ``source`` through ``view``."""
     if source.kind == "image":
-        image = _load_image(source.path, 2 * width, 2 * height)
+        image = _load_image(source.path, round(MAX_ZOOM * width), round(MAX_ZOOM * height))
         frames = (view.camera or CameraPath()).render(image, num_frames, height, width)
     else:
         clip, source_fps = _load_video(source.path, height, width)
@@ -90,8 +90,8 @@ def pristine_clip(
 
 @lru_cache(maxsize=32)
 def _load_image(path: str, min_width: int, min_height: int) -> np.ndarray:
-    """RGB uint8 picture reduced to the smallest size that still covers twice the frame (zoom
-    needs the detail, more is wasted time)."""
+    """RGB uint8 picture reduced to the smallest size that still covers ``min_width`` ×
+    ``min_height`` (the closest zoom needs the detail, more is wasted time)."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (min_width, min_height))  # JPEG decodes at reduced scale for free
