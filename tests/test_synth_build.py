@@ -211,7 +211,7 @@ def test_camera_views_range_from_whole_pictures_to_close_ups():
 
 
 def test_wide_views_of_a_large_picture_are_filtered_not_aliased():
-    # 1-pixel stripes, 4× wider than the frame: shrunk without a filter they would beat into
+    # 1-pixel stripes, 16× wider than the frame: shrunk without a filter they would beat into
     # coarse stripes; filtered they average to flat grey
     stripes = np.zeros((360, 1280, 3), np.uint8)
     stripes[:, ::2] = 255

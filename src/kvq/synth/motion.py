@@ -51,15 +51,14 @@ class CameraPath:
     def render(self, image: np.ndarray, num_frames: int, height: int, width: int) -> np.ndarray:
         """(num_frames, height, width, 3) uint8 clip of the (H0, W0, 3) uint8 ``image``."""
         picture = Image.fromarray(image)
-        cover = max(width / image.shape[1], height / image.shape[0])  # frame px per picture px
         # The affine resampling below does not filter: shrink the picture first (antialiased)
         # so that no frame of the clip takes more than one picture pixel per frame pixel.
-        shrink = cover * min(self.zoom)
+        shrink = max(width / picture.width, height / picture.height) * min(self.zoom)
         if shrink < 1.0:
             size = (max(1, round(picture.width * shrink)), max(1, round(picture.height * shrink)))
             picture = picture.resize(size, Image.LANCZOS)
-            cover = max(width / picture.width, height / picture.height)
         w0, h0 = picture.size
+        cover = max(width / w0, height / h0)  # frame pixels per picture pixel at zoom 1
         s = np.linspace(0.0, 1.0, num_frames)
         s = s * s * (3 - 2 * s)  # ease in and out, as a camera operator would
         zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * s
