@@ -14,6 +14,7 @@ from kvq.models.efficientnet_lite import EfficientNetLite
 from kvq.models.pretrained import IMAGENET_STEM, imagenet_stem_file, read_state_dict
 from kvq.train.losses import cube_quality_map, cut_cubes
 from kvq.train.trainer import TrainForward
+from kvq.video.clip import MEAN, STD
 
 DATA = Path(__file__).parent / "data"
 CAT_CLASSES = set(range(281, 286))  # ImageNet's domestic cats (tabby … Egyptian cat)
@@ -122,6 +123,49 @@ def test_lpc_runs_cubes_through_the_same_network_cached_or_not():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_feature_maps_give_each_strides_features_in_one_pass():
+    net = EfficientNetLite().eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        maps = net.feature_maps(x, (2, 8, 16))
+        for stride, m in zip((2, 8, 16), maps, strict=True):
+            torch.testing.assert_close(m, net.features(x, stride))
+    assert [m.shape[-2:] for m in maps] == [(32, 48), (8, 12), (4, 6)]
+
+
+def test_finer_stem_strides_add_the_block_statistics_of_their_maps():
+    """With stem_strides (4, 16) a token's stem features are the 112 stride-16 channels, then
+    the mean and standard deviation of the 24 stride-4 channels over its 16×16-pixel block."""
+    model = lite(stem_strides=(4, 16))
+    stem = model.backbone.stem
+    assert stem.channels == 112 + 2 * 24
+    assert model.backbone.merge.proj.in_features == 2 * stem.channels
+    x = torch.randn(1, 3, 2, 64, 96)
+    with torch.no_grad():
+        e = stem(x)  # (1, T, C, 4, 6)
+        frames = x.transpose(1, 2)[0] * (torch.tensor(STD).view(3, 1, 1) / 128)
+        frames = frames + (torch.tensor(MEAN).view(3, 1, 1) - 127) / 128
+        fine = stem.net.features(frames, 4)  # (T, 24, 16, 24): 4×4 positions per block
+        blocks = fine.reshape(2, 24, 4, 4, 6, 4).permute(0, 1, 2, 4, 3, 5).flatten(-2)
+    assert e.shape == (1, 2, 160, 4, 6)
+    torch.testing.assert_close(e[0, :, :112], stem.net.features(frames, 16))
+    torch.testing.assert_close(e[0, :, 112:136], blocks.mean(-1), atol=1e-5, rtol=1e-5)
+    std = blocks.std(-1, unbiased=False)
+    torch.testing.assert_close(e[0, :, 136:], std, atol=1e-3, rtol=1e-3)
+    with torch.no_grad():
+        out = model(x)
+    assert out.local_quality.shape == (1, 1, 2, 3)
+
+
+def test_stem_strides_are_checked():
+    with pytest.raises(ValueError, match="end at 16"):
+        kvq.build_model("kvq-lite", stem_strides=(16, 8))
+    with pytest.raises(ValueError, match="stride 3"):
+        kvq.build_model("kvq-lite", stem_strides=(3, 16))
+    with pytest.raises(ValueError, match="CNN stem only"):
+        kvq.build_model("kvq-t", stem_strides=(8, 16))
+
+
 def test_stem_depths_must_match_the_stem():
     with pytest.raises(ValueError, match="depths"):
         kvq.build_model("kvq-lite", depths=(2, 2, 2, 2))
@@ -196,3 +240,8 @@ def test_stem_cache_holds_each_views_stem_output_and_is_reused(tmp_path):
     mtime = path.stat().st_mtime_ns
     again = build_stem_cache(model, dataset, 2, (2, 32, 32), 0, path, 0, False)
     assert path.stat().st_mtime_ns == mtime and torch.equal(again["embedding"], cache["embedding"])
+    # a stem that adds finer strides' statistics gives other features: the cache is rebuilt
+    finer = lite(stem_strides=(8, 16))
+    finer.backbone.stem.load_state_dict(model.backbone.stem.state_dict())
+    rebuilt = build_stem_cache(finer, dataset, 2, (2, 32, 32), 0, path, 0, False)
+    assert rebuilt["embedding"].shape == (3, 2, 4, 112 + 2 * 40, 4, 4)

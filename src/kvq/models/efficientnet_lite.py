@@ -13,6 +13,7 @@ given output stride.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -114,10 +115,18 @@ class EfficientNetLite(nn.Module):
     def features(self, x: Tensor, stride: int = 16) -> Tensor:
         """``(B, 3, H, W)`` → ``(B, C, ⌈H/stride⌉, ⌈W/stride⌉)``, the output of the last block
         at that stride."""
+        return self.feature_maps(x, (stride,))[0]
+
+    def feature_maps(self, x: Tensor, strides: Sequence[int]) -> list[Tensor]:
+        """:meth:`features` at each of ``strides``, from one pass through the network."""
+        last = [self._last_block(s) for s in strides]
+        kept: dict[int, Tensor] = {}
         x = self.act(self._bn0(self._conv_stem(x)))
-        for block in self._blocks[: self._last_block(stride) + 1]:
+        for i, block in enumerate(self._blocks[: max(last) + 1]):
             x = block(x)
-        return x
+            if i in last:
+                kept[i] = x
+        return [kept[i] for i in last]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x, self.block_strides[-1])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kvq.models.lite_backbone import LiteBackbone
+from kvq.models.lite_backbone import STEM_STRIDE, LiteBackbone
 from kvq.models.swin3d import DEFAULT_PRIOR_CHUNK, SwinTransformer3D, check_prior_options
 
 ATTENTIONS = ("iwa", "cwa", "fwa")
@@ -34,8 +34,11 @@ class KVQConfig:
 
     ``fusion_stages`` are the stages whose blocks use ``attention`` and yield saliency priors
     (stages 3 and 4 in the paper, 0-based ``(2, 3)``); ``topk`` has one entry per fusion stage.
-    ``stem`` is one of :data:`STEMS`; the stages a stem replaces have depth 0. How a built model
-    computes (not what) is its :class:`RuntimeOptions`, set with :meth:`KVQModel.set_runtime`.
+    ``stem`` is one of :data:`STEMS`; the stages a stem replaces have depth 0. ``stem_strides``
+    (a CNN stem only): the output strides whose features make a token, always ending at 16;
+    finer ones add their block statistics (:class:`~kvq.models.lite_backbone.FrameStem`). How
+    a built model computes (not what) is its :class:`RuntimeOptions`, set with
+    :meth:`KVQModel.set_runtime`.
     """
 
     # Runtime settings that weights files written before RuntimeOptions hold in their "model"
@@ -58,10 +61,13 @@ class KVQConfig:
     head_hidden: int = 64
     head_dropout: float = 0.5
     stem: str = "patch"
+    stem_strides: tuple[int, ...] = (STEM_STRIDE,)
 
     def __post_init__(self) -> None:
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        if self.stem == "patch" and tuple(self.stem_strides) != (STEM_STRIDE,):
+            raise ValueError("stem_strides apply to a CNN stem only; the patch stem has none")
         replaced = _STEM_STAGES[self.stem]
         if any(self.depths[:replaced]) or not all(self.depths[replaced:]):
             raise ValueError(
@@ -188,7 +194,9 @@ class KVQModel(nn.Module):
                 embed_dim=config.embed_dim, patch_size=config.patch_size, **swin
             )
         else:
-            self.backbone = LiteBackbone(config.embed_dim * 2**first, **swin)
+            self.backbone = LiteBackbone(
+                config.embed_dim * 2**first, tuple(config.stem_strides), **swin
+            )
         width = self.backbone.num_features
         self.quality_head = QualityHead(width, config.head_hidden, config.head_dropout)
         self.saliency_head = QualityHead(width, config.head_hidden, config.head_dropout)

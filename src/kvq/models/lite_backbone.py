@@ -32,16 +32,26 @@ class FrameStem(nn.Module):
     """EfficientNet-Lite0 up to stride 16, frame by frame.
 
     ``(B, 3, T, H, W)`` normalised as every kvq input (ImageNet mean/std) →
-    ``(B, T, 112, ⌈H/16⌉, ⌈W/16⌉)``. The input is first mapped to the CNN's own scaling
-    ``(RGB − 127) / 128``. With ``frozen`` the stem keeps its BatchNorm statistics in training
-    mode too (its parameters are then excluded from the optimiser by whoever freezes it).
+    ``(B, T, C, ⌈H/16⌉, ⌈W/16⌉)``: the 112 stride-16 channels, then, for every finer stride of
+    ``strides`` (2, 4 or 8), the mean and standard deviation of that map's channels over each
+    16×16-pixel block — the local statistics (noise, sharpness, blocking) that deeper layers
+    abstract away, as Video Swin's patch merging carries stage 1–2 detail into stage-3 tokens.
+    The input is first mapped to the CNN's own scaling ``(RGB − 127) / 128``. With ``frozen``
+    the stem keeps its BatchNorm statistics in training mode too (its parameters are then
+    excluded from the optimiser by whoever freezes it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, strides: tuple[int, ...] = (STEM_STRIDE,)) -> None:
         super().__init__()
+        if strides[-1] != STEM_STRIDE or list(strides) != sorted(set(strides)):
+            raise ValueError(
+                f"stem strides must ascend without repeats and end at {STEM_STRIDE}, got {strides}"
+            )
         self.net = EfficientNetLite()
         self.net.truncate(STEM_STRIDE)
-        self.channels = self.net.feature_channels(STEM_STRIDE)
+        self.strides = tuple(strides)
+        finer = sum(self.net.feature_channels(s) for s in strides[:-1])
+        self.channels = self.net.feature_channels(STEM_STRIDE) + 2 * finer
         self.frozen = False
         self.channels_last = False
 
@@ -71,8 +81,20 @@ class FrameStem(nn.Module):
         frames = x.transpose(1, 2).reshape(b * t, 3, h, w) * (std / 128) + (mean - 127) / 128
         if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
-        features = self.net.features(frames, STEM_STRIDE)
+        *finer, features = self.net.feature_maps(frames, self.strides)
+        if finer:
+            grid = features.shape[-2:]
+            features = torch.cat([features, *(block_moments(m, grid) for m in finer)], dim=1)
         return features.reshape(b, t, *features.shape[1:])
+
+
+def block_moments(x: Tensor, grid: torch.Size) -> Tensor:
+    """Mean and standard deviation of every channel of ``x`` ``(N, C, H, W)`` over the blocks
+    of a ``grid`` partition → ``(N, 2C, *grid)``."""
+    mean = F.adaptive_avg_pool2d(x, grid)
+    square = F.adaptive_avg_pool2d(x * x, grid)
+    # The small floor keeps the square root's gradient finite where a block is constant.
+    return torch.cat([mean, (square - mean * mean).clamp_min(0).add(1e-6).sqrt()], dim=1)
 
 
 class TemporalMerge(nn.Module):
@@ -100,19 +122,22 @@ class LiteBackbone(SwinTransformer3D):
     :class:`~kvq.models.swin3d.SwinTransformer3D`'s (``forward`` returns the final normed
     features ``(B, C, T/2, H/32, W/32)``).
 
-    ``depths`` etc. list only the stages after the stem, starting at width ``stage_dim``.
+    ``depths`` etc. list only the stages after the stem, starting at width ``stage_dim``;
+    ``stem_strides`` are the :class:`FrameStem`'s.
     """
 
-    def __init__(self, stage_dim: int, **swin) -> None:
+    def __init__(
+        self, stage_dim: int, stem_strides: tuple[int, ...] = (STEM_STRIDE,), **swin
+    ) -> None:
         super().__init__(embed_dim=stage_dim, **swin)
         del self.patch_embed  # replaced by the stem
-        self.stem = FrameStem()
+        self.stem = FrameStem(stem_strides)
         self.merge = TemporalMerge(self.stem.channels, stage_dim)
         self.merge.apply(_init_weights)
         self._inference_stem: FrameStem | None = None  # not a submodule: its weights are derived
 
     def embed(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W)`` → per-frame stem features ``(B, T, 112, H/16, W/16)``."""
+        """``(B, 3, T, H, W)`` → per-frame stem features ``(B, T, C, H/16, W/16)``."""
         if self._inference_stem is not None and not self.training:
             return self._inference_stem(x)
         return self.stem(x)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kvq.data.datasets import VideoQualityDataset, collate_clips
 from kvq.fileio import atomic_write
+from kvq.models.lite_backbone import FrameStem
 from kvq.runtime import WorkerInit
 from kvq.train.losses import cut_cubes
 from kvq.video import to_model_input
@@ -40,12 +41,13 @@ def _fingerprint(
     views: int,
     cube: tuple[int, int, int] | None,
     seed: int,
-    stem_state: dict[str, Tensor],
+    stem: FrameStem,
 ) -> str:
     digest = hashlib.sha1()
-    digest.update(json.dumps([asdict(dataset.spec), views, cube, seed]).encode())
+    digest.update(json.dumps([asdict(dataset.spec), views, cube, seed, stem.strides]).encode())
     for label in dataset.labels:
         digest.update(f"{label.path}|{label.mos}".encode())
+    stem_state = stem.state_dict()
     for key in sorted(stem_state):
         digest.update(key.encode())
         digest.update(stem_state[key].float().cpu().numpy().tobytes())
@@ -71,7 +73,7 @@ def build_stem_cache(
     the same; a video that cannot be read is marked unreadable (and reported once).
     """
     stem = model.backbone.stem
-    fingerprint = _fingerprint(dataset, views, cube, seed, stem.state_dict())
+    fingerprint = _fingerprint(dataset, views, cube, seed, stem)
     if path.is_file():
         cached = load_file(path)
         if (
