@@ -7,8 +7,8 @@ Laplacian overall and over the 7×7 cells — min, quartile, mean, max —, a no
 high-pass residual, blockiness at the 8-px grid, brightness, clipped highlights and shadows,
 contrast, frame-to-frame change), then ridge regression fitted on the train split (the features
 and, second row, their pairwise products), its strength chosen on the validation split, and
-Spearman correlation with the labels of the content-disjoint test split. A learned model should beat it; a corpus on which even the train
-fit is poor has labels that the pictures do not show.
+Spearman correlation with the labels of the content-disjoint test split. A learned model should
+beat it; a corpus on which even the train fit is poor has labels that the pictures do not show.
 
 The "pretrained stem" rows are ridge regression on the frozen ImageNet EfficientNet-Lite0 stem of
 ``kvq-lite``, its per-frame features pooled (mean and standard deviation over space and time) on

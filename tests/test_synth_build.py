@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 from kvq.cli.main import main
 from kvq.data.labels import read_lpvq_labels, read_video_labels
 from kvq.synth import SynthConfig, SynthError, build_corpus, find_sources, plan_corpus
+from kvq.synth.build import map_in_processes
 from kvq.synth.distortions import encode_h264
 from kvq.synth.motion import MAX_ZOOM, MIN_ZOOM, CameraPath
 from test_synth_distortions import textured_clip
@@ -221,3 +224,29 @@ def test_wide_views_of_a_large_picture_are_filtered_not_aliased():
     # a close-up of the same picture keeps them: one picture pixel per frame pixel
     close = CameraPath(zoom=(8.0, 8.0)).render(stripes, 1, 45, 80)
     assert close[..., 0].std() > 100
+
+
+def _die_on_two(k: int) -> int:
+    if k == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # as a segfault or the out-of-memory killer would
+    return k * 10
+
+
+def _fail_on_one(k: int) -> int:
+    if k == 1:
+        raise ValueError("bad item 1")
+    return k
+
+
+def test_worker_processes_return_every_result():
+    assert sorted(map_in_processes(_die_on_two, [0, 1, 3], workers=2)) == [0, 10, 30]
+
+
+def test_a_worker_that_dies_is_a_clear_error_not_a_hang():
+    with pytest.raises(SynthError, match=r"worker process died.*run the same command again"):
+        list(map_in_processes(_die_on_two, [0, 1, 2, 3], workers=2))
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    with pytest.raises(ValueError, match="bad item 1"):
+        list(map_in_processes(_fail_on_one, [0, 1, 2], workers=2))

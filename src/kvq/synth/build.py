@@ -20,9 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from kvq.synth.motion import CameraPath, Overlay
 from kvq.synth.sources import Source, View, find_sources, pristine_clip, source_length
 
 log = logging.getLogger(__name__)
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,9 @@ def build_corpus(
         total=len(plans), initial=len(plans) - len(pending), unit="clip", disable=not progress
     )
     if workers > 1 and len(pending) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(workers, initializer=_single_thread) as pool:
-            jobs = [(p, config, out_dir) for p in pending]
-            for _ in pool.imap_unordered(_build_job, jobs):
-                bar.update()
+        jobs = [(p, config, out_dir) for p in pending]
+        for _ in map_in_processes(_build_job, jobs, workers):
+            bar.update()
     else:
         for plan in pending:
             build_item(plan, config, out_dir)
@@ -285,6 +286,34 @@ def build_corpus(
     write_manifest(out_dir, config, sources, plans, records)
     per_split = {name: sum(r["split"] == name for r in records) for name, _ in config.splits}
     return CorpusSummary(out_dir, len(plans), len(pending), per_split)
+
+
+def map_in_processes(job: Callable[[J], R], args: list[J], workers: int) -> Iterator[R]:
+    """``job(a)`` for every ``a`` of ``args`` in ``workers`` processes, yielded as they finish.
+
+    The workers are spawned, not forked: a fork of a process whose FFmpeg or OpenMP threads are
+    running can crash in the child (a segfault in the video decoder). A worker that dies raises
+    :class:`SynthError` where :class:`multiprocessing.Pool` would wait for it forever; a
+    failure or an interrupt cancels the jobs not yet started.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_single_thread
+    )
+    try:
+        for done in as_completed([pool.submit(job, a) for a in args]):
+            yield done.result()
+    except BrokenProcessPool as err:
+        raise SynthError(
+            "a worker process died while building the corpus (killed, out of memory or "
+            "crashed); the clips finished so far are kept: run the same command again to "
+            "build the rest"
+        ) from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _single_thread() -> None:
