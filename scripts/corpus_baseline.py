@@ -93,7 +93,7 @@ def plan_features(record: dict) -> np.ndarray:
 
 
 # Ridge strengths tried per feature set; the one with the best validation SRCC is reported.
-LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 
 
 def ridge(train_x: np.ndarray, train_y: np.ndarray, lam: float) -> np.ndarray:

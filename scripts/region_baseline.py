@@ -13,9 +13,10 @@ a model can reach:
   but nothing of the content; on a still damaged over the whole frame it is constant, so it is
   reported on the stills with a region mask, where it is defined.
 * **frozen stem, per cell**: ridge regression from the frozen ImageNet EfficientNet-Lite0 stem
-  of ``kvq-lite`` (the block statistics of strides 2–16 of the cell's fragment, with the same
-  features minus their image mean and the image mean: the cell in its image's context) to the
-  cell's label, fitted on the training stills, its strength chosen on the validation stills.
+  of ``kvq-lite`` (the features of the cell's fragment — its stride-16 channels alone, then
+  with the block statistics of strides 2, 4 and 8 —, the same minus their image mean, and the
+  image mean: the cell in its image's context) to the cell's label, fitted on the training
+  stills, its strength chosen on the validation stills.
 
 The model's own numbers come from ``kvq lpvq eval`` on the same stills; ``--weights`` adds them
 here split the same way (region-masked stills / whole-frame stills).
@@ -40,7 +41,7 @@ from kvq.video import ClipSpec, load_clip, to_model_input
 
 CELLS = LPVQ_GRID * LPVQ_GRID
 STILL = ClipSpec(view="fragments", fragment_grid=LPVQ_GRID, image_frames=1)
-LAMBDAS = (10.0, 100.0, 1e3, 1e4, 1e5)
+LAMBDAS = (10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 FRAGMENTS = LpvqProtocol(size=None, view="fragments")  # as `kvq lpvq eval --size native`
 
 
@@ -70,6 +71,36 @@ def in_context(f: np.ndarray) -> np.ndarray:
     return np.concatenate([f, f - mean, mean], -1).reshape(-1, 3 * f.shape[-1])
 
 
+def stem_probe(
+    strides: tuple[int, ...], corpus: Path, labels: dict[str, dict[str, np.ndarray]]
+) -> tuple[float, dict[str, dict[str, np.ndarray]]]:
+    """Ridge from the frozen stem's per-cell features (``stem_strides`` ``strides``, in context)
+    to the cell labels of the training stills; its strength chosen on the validation stills.
+    Returns the strength and the predicted grids of the validation and test stills."""
+    from kvq.models import build_model, load_pretrained
+    from kvq.models.pretrained import IMAGENET_STEM
+
+    model = build_model("kvq-lite", stem_strides=strides).eval()
+    load_pretrained(model, IMAGENET_STEM)
+    model.backbone.prepare_inference()
+    feats = {s: np.stack([cell_features(model, corpus / n) for n in labels[s]]) for s in labels}
+    train_x = in_context(feats["train"])
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    design = {
+        s: np.c_[(in_context(f) - mu) / sd, np.ones(len(f) * CELLS)] for s, f in feats.items()
+    }
+    a, y = design["train"], np.stack(list(labels["train"].values())).reshape(-1)
+    grids = {}
+    for lam in LAMBDAS:
+        w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y)
+        grids[lam] = {
+            s: dict(zip(labels[s], (design[s] @ w).reshape(-1, LPVQ_GRID, LPVQ_GRID)))
+            for s in ("val", "test")
+        }
+    best = max(LAMBDAS, key=lambda k: lpvq_metrics(grids[k]["val"], labels["val"]).intra_srcc)
+    return best, grids[best]
+
+
 def intra(pred: dict, labels: dict, names: list[str]) -> str:
     m = lpvq_metrics({n: pred[n] for n in names}, {n: labels[n] for n in names})
     return f"{m.intra_srcc:.3f}"
@@ -81,8 +112,6 @@ def main() -> None:
     parser.add_argument("--weights", nargs="*", default=[], help="kvq weights to add as rows")
     args = parser.parse_args()
     from kvq.lpvq.runner import load_variants, predict_image
-    from kvq.models import build_model, load_pretrained
-    from kvq.models.pretrained import IMAGENET_STEM
 
     records = {}
     for p in (args.corpus / "items").glob("*.json"):
@@ -93,29 +122,10 @@ def main() -> None:
         s: read_lpvq_labels(args.corpus / "labels" / f"{s}_stills.txt")
         for s in ("train", "val", "test")
     }
-    stem = build_model("kvq-lite", stem_strides=(2, 4, 8, 16)).eval()
-    load_pretrained(stem, IMAGENET_STEM)
-    stem.backbone.prepare_inference()
-    feats = {s: np.stack([cell_features(stem, args.corpus / n) for n in labels[s]]) for s in labels}
-    train_x = in_context(feats["train"])
-    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
-    design = {
-        s: np.c_[(in_context(feats[s]) - mu) / sd, np.ones(len(feats[s]) * CELLS)] for s in labels
-    }
-    train_y = np.stack(list(labels["train"].values())).reshape(-1)
-    a = design["train"]
-    probe = {}
-    for lam in LAMBDAS:
-        w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ train_y)
-        probe[lam] = {
-            s: {
-                n: g.reshape(LPVQ_GRID, LPVQ_GRID)
-                for n, g in zip(labels[s], (design[s] @ w).reshape(-1, CELLS))
-            }
-            for s in ("val", "test")
-        }
-    best = max(LAMBDAS, key=lambda k: lpvq_metrics(probe[k]["val"], labels["val"]).intra_srcc)
-    rows = {"mask oracle": None, f"frozen stem, per cell (λ {best:g})": probe[best]}
+    rows: dict[str, dict | None] = {"mask oracle": None}
+    for strides in ((16,), (2, 4, 8, 16)):
+        lam, grids = stem_probe(strides, args.corpus, labels)
+        rows[f"frozen stem, strides {strides}, per cell (λ {lam:g})"] = grids
     variants = load_variants(args.weights, protocol=FRAGMENTS, device="cpu")
     for split in ("val", "test"):
         grids = [predict_image(variants, args.corpus / n) for n in labels[split]]
