@@ -224,7 +224,7 @@ def test_stem_cache_holds_each_views_stem_output_and_is_reused(tmp_path):
     spec = ClipSpec(num_segments=2, frames_per_segment=2, stride=1, size=(64, 64),
                     view="random_crop")  # fmt: skip
     dataset = VideoQualityDataset(labels, tmp_path, spec, train=True, substitute_failed=True)
-    model = lite()
+    model = lite(stem_strides=(16,))
     path = tmp_path / "cache.safetensors"
     cache = build_stem_cache(model, dataset, 2, (2, 32, 32), 0, path, 0, False)
     assert cache["embedding"].shape == (3, 2, 4, 112, 4, 4)  # videos, views, T, C, H/16, W/16
@@ -245,3 +245,37 @@ def test_stem_cache_holds_each_views_stem_output_and_is_reused(tmp_path):
     finer.backbone.stem.load_state_dict(model.backbone.stem.state_dict())
     rebuilt = build_stem_cache(finer, dataset, 2, (2, 32, 32), 0, path, 0, False)
     assert rebuilt["embedding"].shape == (3, 2, 4, 112 + 2 * 40, 4, 4)
+
+
+def test_the_bundled_default_weights_are_the_registered_kvq_lite():
+    from kvq.models import get_config, load_model
+    from kvq.models.bundled import BUNDLED, DEFAULT_WEIGHTS
+
+    model, _ = load_model(BUNDLED[DEFAULT_WEIGHTS].path)
+    assert model.config == get_config("kvq-lite")
+    assert model.config.stem_strides == (2, 4, 8, 16)
+
+
+def test_weights_written_before_stem_strides_load_with_the_stride_16_stem(tmp_path):
+    """A header without ``stem_strides`` (every kvq-lite file before the field existed) builds
+    the stem those weights were trained with: stride-16 features alone."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from kvq.models import load_model, save_pretrained
+
+    old_model = lite(stem_strides=(16,))
+    path = save_pretrained(old_model, tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["kvq"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del header["model"]["stem_strides"]
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"kvq": json.dumps(header)})
+    loaded, _ = load_model(old)
+    assert loaded.config.stem_strides == (16,)
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x).score, old_model(x).score)

@@ -43,12 +43,12 @@ BUNDLED: dict[str, BundledWeights] = {
             summary="CPU default: frozen ImageNet stem, trained on synthetic damage ladders; "
             "orders damage of unseen content, scores on a synthetic (VMAF-derived) scale",
             metrics={
-                "heldout_video_pairs_ordered": 0.989,
-                "heldout_photo_pairs_ordered": 0.989,
-                "synth_test_srcc": 0.690,
-                "synth_test_plcc": 0.721,
-                "synth_test_within_ladder_srcc": 0.917,
-                "lpvq_intra_srcc": 0.210,
+                "heldout_video_pairs_ordered": 0.967,
+                "heldout_photo_pairs_ordered": 0.991,
+                "synth_test_srcc": 0.699,
+                "synth_test_plcc": 0.723,
+                "synth_test_within_ladder_srcc": 0.942,
+                "lpvq_intra_srcc": 0.269,
             },
         ),
     )

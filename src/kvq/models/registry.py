@@ -11,10 +11,15 @@ MODEL_CONFIGS: dict[str, KVQConfig] = {
     "kvq-t": KVQConfig(),
     # Half the width and a third of the stage-3 blocks: for CPU training and inference.
     "kvq-xs": KVQConfig(embed_dim=48, depths=(2, 2, 2, 2)),
-    # ImageNet EfficientNet-Lite0 (per frame, stride 16) instead of the patch embedding and
-    # stages 1–2, then Fusion Window stages 3–4 at 96/192 channels: the CPU default.
+    # ImageNet EfficientNet-Lite0 (per frame, its stride-16 features and the block statistics
+    # of its stride-2/4/8 stages) instead of the patch embedding and stages 1–2, then Fusion
+    # Window stages 3–4 at 96/192 channels: the CPU default.
     "kvq-lite": KVQConfig(
-        stem="efficientnet-lite0", embed_dim=24, depths=(0, 0, 2, 2), num_heads=(3, 6, 3, 6)
+        stem="efficientnet-lite0",
+        stem_strides=(2, 4, 8, 16),
+        embed_dim=24,
+        depths=(0, 0, 2, 2),
+        num_heads=(3, 6, 3, 6),
     ),
 }
 
