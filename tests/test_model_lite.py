@@ -11,6 +11,7 @@ from PIL import Image
 
 import kvq
 from kvq.models.efficientnet_lite import EfficientNetLite
+from kvq.models.lite_backbone import block_moments
 from kvq.models.pretrained import IMAGENET_STEM, imagenet_stem_file, read_state_dict
 from kvq.train.losses import cube_quality_map, cut_cubes
 from kvq.train.trainer import TrainForward
@@ -155,6 +156,16 @@ def test_finer_stem_strides_add_the_block_statistics_of_their_maps():
     with torch.no_grad():
         out = model(x)
     assert out.local_quality.shape == (1, 1, 2, 3)
+
+
+def test_block_statistics_of_half_precision_maps_are_taken_in_float32():
+    # Activations with a large mean and a small spread, as deep CNN channels have: E[x²] − E[x]²
+    # in bfloat16 loses the spread to rounding.
+    x = 8.0 + 0.05 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    exact = block_moments(x, torch.Size((2, 2)))
+    half = block_moments(x.bfloat16(), torch.Size((2, 2)))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), exact, atol=0.05, rtol=0.01)
 
 
 def test_stem_strides_are_checked():

@@ -15,7 +15,7 @@ import kvq
 from kvq.cli.main import main
 from kvq.data.labels import VideoLabel, read_video_labels, write_video_labels
 from kvq.train import TrainError, config_from_dict, train
-from kvq.train.checkpoint import load_state
+from kvq.train.checkpoint import atomic_save, load_state
 
 SIZE, FRAMES = 64, 16
 
@@ -208,6 +208,18 @@ def test_resume_with_a_changed_recipe_is_refused(noise_corpus, tmp_path):
     changed["optim"]["lr"] = 1e-4
     with pytest.raises(TrainError, match="optim"):
         train(config_from_dict(changed))
+
+
+def test_resume_of_a_model_that_no_longer_matches_is_refused(noise_corpus, tmp_path):
+    changes = {"data.test": [], "optim.epochs": 1, "max_steps": 1}
+    train(config_from_dict(_config(noise_corpus, tmp_path / "run", **changes)))
+    state = load_state(tmp_path / "run" / "last.pt")
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3, 1, 2)  # as if the architecture had changed since
+    atomic_save(state, tmp_path / "run" / "last.pt")
+    longer = _config(noise_corpus, tmp_path / "run", **{**changes, "max_steps": 2})
+    with pytest.raises(TrainError, match=r"does not match.*another output_dir"):
+        train(config_from_dict(longer))
 
 
 def _ddp_train_worker(rank, world, port, config):

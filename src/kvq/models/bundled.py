@@ -45,7 +45,7 @@ BUNDLED: dict[str, BundledWeights] = {
             metrics={
                 "heldout_video_pairs_ordered": 0.967,
                 "heldout_photo_pairs_ordered": 0.991,
-                "synth_test_srcc": 0.699,
+                "synth_test_srcc": 0.700,
                 "synth_test_plcc": 0.723,
                 "synth_test_within_ladder_srcc": 0.942,
                 "lpvq_intra_srcc": 0.269,

@@ -3,8 +3,9 @@ Fusion Window stages.
 
 KVQ's first two stages only extract localised high-frequency features; the paper takes them
 from an existing backbone. Here EfficientNet-Lite0, applied to every frame, replaces the patch
-embedding and stages 1–2: its stride-16 features of two consecutive frames are concatenated
-and projected into one token, giving the same token grid as stage 3 of Video Swin
+embedding and stages 1–2: its stride-16 features (with ``stem_strides``, also the block
+statistics of its finer stages) of two consecutive frames are concatenated and projected into
+one token, giving the same token grid as stage 3 of Video Swin
 ``(T/2, H/16, W/16)``. Stages 3–4 (Fusion Window Attention, saliency priors), the final norm and
 everything after the backbone are those of ``kvq-t``.
 
@@ -90,11 +91,15 @@ class FrameStem(nn.Module):
 
 def block_moments(x: Tensor, grid: torch.Size) -> Tensor:
     """Mean and standard deviation of every channel of ``x`` ``(N, C, H, W)`` over the blocks
-    of a ``grid`` partition → ``(N, 2C, *grid)``."""
-    mean = F.adaptive_avg_pool2d(x, grid)
-    square = F.adaptive_avg_pool2d(x * x, grid)
+    of a ``grid`` partition → ``(N, 2C, *grid)`` (exact blocks where ``grid`` divides H and W,
+    overlapping adaptive-pooling windows otherwise)."""
+    # E[x²] − E[x]² cancels badly in half precision (autocast): the moments are taken in fp32.
+    x32 = x.float()
+    mean = F.adaptive_avg_pool2d(x32, grid)
+    square = F.adaptive_avg_pool2d(x32 * x32, grid)
     # The small floor keeps the square root's gradient finite where a block is constant.
-    return torch.cat([mean, (square - mean * mean).clamp_min(0).add(1e-6).sqrt()], dim=1)
+    std = (square - mean * mean).clamp_min(0).add(1e-6).sqrt()
+    return torch.cat([mean, std], dim=1).to(x.dtype)
 
 
 class TemporalMerge(nn.Module):

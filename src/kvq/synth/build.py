@@ -292,9 +292,10 @@ def map_in_processes(job: Callable[[J], R], args: list[J], workers: int) -> Iter
     """``job(a)`` for every ``a`` of ``args`` in ``workers`` processes, yielded as they finish.
 
     The workers are spawned, not forked: a fork of a process whose FFmpeg or OpenMP threads are
-    running can crash in the child (a segfault in the video decoder). A worker that dies raises
+    running can crash in the child (a segfault in the video decoder); a script that calls this
+    therefore needs the usual ``if __name__ == "__main__":`` guard. A worker that dies raises
     :class:`SynthError` where :class:`multiprocessing.Pool` would wait for it forever; a
-    failure or an interrupt cancels the jobs not yet started.
+    failure or an interrupt cancels the jobs not yet queued and waits for the running ones.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -310,7 +311,8 @@ def map_in_processes(job: Callable[[J], R], args: list[J], workers: int) -> Iter
         raise SynthError(
             "a worker process died while building the corpus (killed, out of memory or "
             "crashed); the clips finished so far are kept: run the same command again to "
-            "build the rest"
+            "build the rest (from a Python script, workers start only under an "
+            "`if __name__ == '__main__':` guard)"
         ) from err
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

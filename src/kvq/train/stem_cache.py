@@ -69,8 +69,8 @@ def build_stem_cache(
     dataset) → ``{"embedding": (N, V, T, C, h, w), "cubes": (N, V, n, c_t, C, c_h', c_w'),
     "readable": (N,) bool}``; ``cubes`` only when ``cube`` (the LPC cube size) is given.
 
-    Stored in ``path`` (safetensors) and reused when the data, views, seed and stem weights are
-    the same; a video that cannot be read is marked unreadable (and reported once).
+    Stored in ``path`` (safetensors) and reused when the data, views, seed, stem weights and
+    stem strides are the same; a video that cannot be read is marked unreadable (and reported once).
     """
     stem = model.backbone.stem
     fingerprint = _fingerprint(dataset, views, cube, seed, stem)

@@ -366,7 +366,14 @@ class Trainer:
                 f"{path} was written by {len(state['rng'])} processes, this run has "
                 f"{self.env.world_size}; resume with the same number of processes"
             )
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # same config, other tensors: an architecture default changed
+            raise TrainError(
+                f"{path} holds a model that does not match the one this version of kvq builds "
+                f"for the same config ({str(err).splitlines()[-1].strip()}); use another "
+                "output_dir"
+            ) from None
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
