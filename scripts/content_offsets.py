@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from kvq.data.labels import read_groups
-from kvq.eval.metrics import srcc
+from kvq.eval.metrics import map_predictions, srcc
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         source[record["video"]] = record["source"]
     y = np.array([float(r["mos"]) for r in rows])
     raw = np.array([float(r["prediction"]) for r in rows])
-    p = np.polyval(np.polyfit(raw, y, 1), raw)
+    p = map_predictions(raw, y, "linear")
     ladder = np.array([groups[r["path"]] for r in rows])
     true_level, true_spacing = p.copy(), p.copy()
     for g in set(ladder):
